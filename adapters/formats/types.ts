@@ -1,0 +1,68 @@
+import type { Readable } from 'node:stream';
+
+/** The canonical usage fields, as raw strings exactly as the feed spelled them (no trimming beyond the format's own rules). */
+export const CANONICAL_FIELDS = [
+  'usage_id',
+  'product',
+  'user',
+  'account',
+  'quantity',
+  'start_time',
+  'end_time',
+  'description',
+] as const;
+export type CanonicalField = (typeof CANONICAL_FIELDS)[number];
+export const REQUIRED_FIELDS: readonly CanonicalField[] = ['usage_id', 'product', 'user', 'quantity', 'start_time'];
+
+export type RawUsageFields = Partial<Record<CanonicalField, string>>;
+
+/** Where a row sits in its file: `record` counts data records from 1; `line` is the physical line where it starts, when the format knows it. */
+export interface RowPosition {
+  record: number;
+  line?: number;
+}
+
+/** One item a format adapter yields, in file order. Row-level problems are values, never thrown. */
+export type FeedItem =
+  | ({ kind: 'row'; fields: RawUsageFields } & RowPosition)
+  | ({ kind: 'row-error'; field?: string; message: string; raw?: string } & RowPosition);
+
+export interface FeedHeader {
+  /** Partner code declared inside the file (the XML `partner` attribute), if the format carries one. */
+  partner?: string;
+}
+
+export interface FeedReadContext {
+  /** The file's name, for error messages. */
+  fileName: string;
+}
+
+/**
+ * A feed format. `read` streams the file and yields items in order; it must never hold the whole
+ * file in memory. A problem with the file as a whole (bad header, not well-formed XML, a DOCTYPE)
+ * throws a FeedFileError; the items yielded before it stay valid.
+ */
+export interface FeedAdapter {
+  readonly format: string;
+  /** File name extensions (lower case, without the dot) this adapter claims. */
+  readonly extensions: readonly string[];
+  read(input: Readable, ctx: FeedReadContext): AsyncIterable<FeedItem>;
+  /** Reads just enough of the start of the file to find header facts such as the declared partner. */
+  sniff?(input: Readable, ctx: FeedReadContext): Promise<FeedHeader>;
+}
+
+/** A problem with a file as a whole: permanent, reported to the operator, never retried. */
+export class FeedFileError extends Error {
+  override readonly name = 'FeedFileError';
+  constructor(
+    readonly fileName: string,
+    readonly detail: string,
+    readonly position?: RowPosition,
+  ) {
+    super(`${fileName}${position ? ` ${describePosition(position)}` : ''}: ${detail}`);
+  }
+}
+
+export function describePosition(p: RowPosition): string {
+  return p.line !== undefined ? `line ${p.line} (record ${p.record})` : `record ${p.record}`;
+}
