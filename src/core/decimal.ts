@@ -30,6 +30,7 @@ export function parseDecimal(text: string): DecimalParseResult {
     if (/^[+-]?(nan|infinity|inf)$/i.test(text)) return { ok: false, reason: 'is not a finite number' };
     if (/^[+-]?0x/i.test(text)) return { ok: false, reason: 'is hexadecimal, not a decimal' };
     if (/^[+-]?[\d.]+e[+-]?\d+$/i.test(text)) return { ok: false, reason: 'uses an exponent; write the plain decimal' };
+    if (/^[+-]?(\d+\.|\.\d+)$/.test(text)) return { ok: false, reason: 'needs digits on both sides of the "."' };
     if (/^[+-]?\d[\d,.' ]*$/.test(text)) return { ok: false, reason: 'has thousands or decimal separators other than a single "."' };
     return { ok: false, reason: 'is not a decimal number' };
   }
@@ -123,12 +124,15 @@ export function sum(values: Iterable<Decimal>): Decimal {
 
 /** Canonical text: no exponent, no trailing zeros, "-" for negatives. Round-trips through parseDecimal and PostgreSQL numeric. */
 export function toDecimalString(d: Decimal): string {
-  const negative = d.coefficient < 0n;
-  const digits = (negative ? -d.coefficient : d.coefficient).toString();
-  if (d.scale === 0) return (negative ? '-' : '') + digits;
-  const padded = digits.padStart(d.scale + 1, '0');
-  const int = padded.slice(0, padded.length - d.scale);
-  const frac = padded.slice(padded.length - d.scale);
+  // Normalised first: a hand-built 1.50 ({150, 2}) prints as "1.5", and a negative scale (what
+  // rounding to tens or hundreds produces) prints its zeros rather than a dangling ".".
+  const { coefficient, scale } = normalize(d);
+  const negative = coefficient < 0n;
+  const digits = (negative ? -coefficient : coefficient).toString();
+  if (scale <= 0) return (negative ? '-' : '') + (coefficient === 0n ? '0' : digits + '0'.repeat(-scale));
+  const padded = digits.padStart(scale + 1, '0');
+  const int = padded.slice(0, padded.length - scale);
+  const frac = padded.slice(padded.length - scale);
   return `${negative ? '-' : ''}${int}.${frac}`;
 }
 

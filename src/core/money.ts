@@ -48,7 +48,8 @@ const MINOR_UNITS: Record<string, number> = {
 export const SUPPORTED_CURRENCIES = Object.keys(MINOR_UNITS);
 
 export function minorUnits(currency: string): number {
-  const units = MINOR_UNITS[currency];
+  // Own keys only: a plain object also answers "constructor", "toString" and "__proto__".
+  const units = Object.hasOwn(MINOR_UNITS, currency) ? MINOR_UNITS[currency] : undefined;
   if (units === undefined) throw new RangeError(`unsupported currency "${currency}"`);
   return units;
 }

@@ -12,7 +12,8 @@ export type RoundingMode = (typeof ROUNDING_MODES)[number];
 
 /** The one rounding function: rounds `value` to `places` digits after the point, with the named mode. */
 export function roundDecimal(value: Decimal, places: number, mode: RoundingMode): Decimal {
-  if (value.scale <= places) return value;
+  // Normalised on both paths, so a rounded value has one representation whether or not it moved.
+  if (value.scale <= places) return normalize(value);
   const divisor = 10n ** BigInt(value.scale - places);
   const c = value.coefficient;
   const negative = c < 0n;
