@@ -1,20 +1,9 @@
 import type { Readable } from 'node:stream';
 
-/** The canonical usage fields, as raw strings exactly as the feed spelled them (no trimming beyond the format's own rules). */
-export const CANONICAL_FIELDS = [
-  'usage_id',
-  'product',
-  'user',
-  'account',
-  'quantity',
-  'start_time',
-  'end_time',
-  'description',
-] as const;
-export type CanonicalField = (typeof CANONICAL_FIELDS)[number];
-export const REQUIRED_FIELDS: readonly CanonicalField[] = ['usage_id', 'product', 'user', 'quantity', 'start_time'];
+import type { RawUsageFields } from '../../src/core/usage-fields';
 
-export type RawUsageFields = Partial<Record<CanonicalField, string>>;
+export { CANONICAL_FIELDS, REQUIRED_FIELDS } from '../../src/core/usage-fields';
+export type { CanonicalField, RawUsageFields } from '../../src/core/usage-fields';
 
 /** Where a row sits in its file: `record` counts data records from 1; `line` is the physical line where it starts, when the format knows it. */
 export interface RowPosition {

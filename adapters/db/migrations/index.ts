@@ -1,0 +1,23 @@
+import type { Knex } from 'knex';
+import * as initialSchema from './0001-initial-schema';
+
+interface Migration {
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+/**
+ * Migrations are listed here rather than discovered on disk, so that they run the same under tsx,
+ * vitest and any bundler, and a missing file is a type error rather than a silent skip.
+ */
+const migrations: ReadonlyArray<readonly [string, Migration]> = [['0001-initial-schema', initialSchema]];
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: () => Promise.resolve(migrations.map(([name]) => name)),
+  getMigrationName: (name) => name,
+  getMigration: (name) => {
+    const found = migrations.find(([n]) => n === name);
+    if (!found) throw new Error(`unknown migration ${name}`);
+    return Promise.resolve(found[1]);
+  },
+};

@@ -1,0 +1,183 @@
+import type { Temporal } from 'temporal-polyfill';
+import type { RawUsageFields } from './usage-fields';
+import { type Decimal, parseDecimal, sign } from './decimal';
+import { localDateOf, parseTimestamp, periodOf } from './period';
+import { type RuleVersion, type SplitRule, resolveAccounts, ruleVersionFor } from './rating/rate-usage';
+import { pricingRuleFor } from './rating/registry';
+
+/** What validation needs to know about a partnership; loaded once per file. */
+export interface PartnershipForValidation {
+  id: number;
+  code: string;
+  timeZone: string;
+  contractStart: string;
+  contractEnd: string | null;
+  allowCredits: boolean;
+  accountsByCode: ReadonlyMap<string, number>;
+  defaultAccountId: number | null;
+  splits: readonly SplitRule[];
+  ruleVersions: readonly RuleVersion[];
+}
+
+export interface ProductForValidation {
+  id: number;
+  code: string;
+  quantityScale: number;
+}
+
+export interface ValidationContext {
+  partnerCode: string;
+  /** The customer partner's partnerships; a usage goes to the one whose contract covers its start. */
+  partnerships: readonly PartnershipForValidation[];
+  productsByCode: ReadonlyMap<string, ProductForValidation>;
+  /** Usages may not start after this instant (a clock reading passed in; the core reads no clock). */
+  latestStart: Temporal.Instant;
+  earliestStart: Temporal.Instant;
+}
+
+export interface ValidUsage {
+  externalId: string;
+  partnershipId: number;
+  productId: number;
+  userRef: string;
+  accountId: number | null;
+  quantity: Decimal;
+  startedAt: Temporal.Instant;
+  endedAt: Temporal.Instant | null;
+  period: string;
+  description: string | null;
+}
+
+export interface FieldError {
+  field: string;
+  code: string;
+  message: string;
+  raw: string | undefined;
+}
+
+export type UsageValidation = { ok: true; usage: ValidUsage } | { ok: false; errors: FieldError[] };
+
+const MAX_ID = 128;
+const MAX_TEXT = 1000;
+// Control characters other than tab in an identifier are almost always a broken export.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+
+/**
+ * Checks one raw row and turns it into a usage ready to store, or lists every problem with it.
+ * Pure: all lookups come in `ctx`.
+ */
+export function validateUsage(raw: RawUsageFields, ctx: ValidationContext): UsageValidation {
+  const errors: FieldError[] = [];
+  const fail = (field: string, code: string, message: string): undefined => {
+    errors.push({ field, code, message, raw: raw[field as keyof RawUsageFields] });
+    return undefined;
+  };
+  const text = (field: keyof RawUsageFields, required: boolean, max: number): string | null | undefined => {
+    const v = raw[field];
+    if (v === undefined || v.trim() === '') return required ? fail(field, 'required', `${field} is required`) : null;
+    if (v.length > max) return fail(field, 'too_long', `${field} is longer than ${max} characters`);
+    if (CONTROL.test(v) && field !== 'description') return fail(field, 'control_character', `${field} contains a control character`);
+    return v.trim();
+  };
+
+  const externalId = text('usage_id', true, MAX_ID);
+  const productCode = text('product', true, 64);
+  const userRef = text('user', true, MAX_ID);
+  const accountCode = text('account', false, 64);
+  const description = text('description', false, MAX_TEXT);
+
+  const product = productCode ? ctx.productsByCode.get(productCode) : undefined;
+  if (productCode && !product) fail('product', 'unknown_product', `unknown product "${productCode}"`);
+
+  let quantity: Decimal | undefined;
+  const rawQuantity = raw.quantity;
+  if (rawQuantity === undefined || rawQuantity.trim() === '') fail('quantity', 'required', 'quantity is required');
+  else {
+    const parsed = parseDecimal(rawQuantity);
+    if (!parsed.ok) fail('quantity', 'invalid_quantity', `quantity "${rawQuantity}" ${parsed.reason}`);
+    else if (product && parsed.value.scale > product.quantityScale) {
+      fail('quantity', 'too_precise', `quantity "${rawQuantity}" has more than ${product.quantityScale} decimal places for ${product.code}`);
+    } else quantity = parsed.value;
+  }
+
+  let startedAt: Temporal.Instant | undefined;
+  const rawStart = raw.start_time;
+  if (rawStart === undefined || rawStart.trim() === '') fail('start_time', 'required', 'start_time is required');
+  else {
+    const parsed = parseTimestamp(rawStart);
+    if (!parsed.ok) fail('start_time', 'invalid_timestamp', `start_time "${rawStart}" ${parsed.reason}`);
+    else if (parsed.value.epochNanoseconds > ctx.latestStart.epochNanoseconds) {
+      fail('start_time', 'out_of_range', `start_time "${rawStart}" is in the future`);
+    } else if (parsed.value.epochNanoseconds < ctx.earliestStart.epochNanoseconds) {
+      fail('start_time', 'out_of_range', `start_time "${rawStart}" is before ${ctx.earliestStart.toString()}`);
+    } else startedAt = parsed.value;
+  }
+
+  let endedAt: Temporal.Instant | null = null;
+  const rawEnd = raw.end_time;
+  if (rawEnd !== undefined && rawEnd.trim() !== '') {
+    const parsed = parseTimestamp(rawEnd);
+    if (!parsed.ok) fail('end_time', 'invalid_timestamp', `end_time "${rawEnd}" ${parsed.reason}`);
+    else if (startedAt && parsed.value.epochNanoseconds < startedAt.epochNanoseconds) {
+      fail('end_time', 'end_before_start', `end_time "${rawEnd}" is before start_time "${rawStart ?? ''}"`);
+    } else endedAt = parsed.value;
+  }
+
+  // Which partnership: the one whose contract covers the usage's local start date.
+  let partnership: PartnershipForValidation | undefined;
+  if (startedAt) {
+    const at = startedAt;
+    const covering = ctx.partnerships.filter((p) => {
+      const day = localDateOf(at, p.timeZone);
+      return day >= p.contractStart && (p.contractEnd === null || day <= p.contractEnd);
+    });
+    if (covering.length === 0) {
+      fail('start_time', 'no_partnership', `no partnership of partner ${ctx.partnerCode} covers ${at.toString()}`);
+    } else if (covering.length > 1) {
+      fail('start_time', 'ambiguous_partnership', `partnerships ${covering.map((p) => p.code).join(', ')} of partner ${ctx.partnerCode} all cover ${at.toString()}`);
+    } else partnership = covering[0];
+  }
+
+  if (partnership && quantity && sign(quantity) < 0 && !partnership.allowCredits) {
+    fail('quantity', 'negative_not_allowed', `quantity "${rawQuantity ?? ''}" is negative and partnership ${partnership.code} does not allow credits`);
+  }
+
+  let accountId: number | null = null;
+  if (partnership && accountCode) {
+    const found = partnership.accountsByCode.get(accountCode);
+    if (found === undefined) fail('account', 'unknown_account', `unknown account "${accountCode}" for partnership ${partnership.code}`);
+    else accountId = found;
+  }
+
+  if (partnership && product && userRef && startedAt) {
+    if (!accountCode) {
+      const resolved = resolveAccounts({ accountId: null, userRef, productId: product.id }, partnership.splits, partnership.defaultAccountId);
+      if (!resolved.ok) fail('account', 'no_account', resolved.reason);
+    }
+    const version = ruleVersionFor(partnership.ruleVersions, startedAt, partnership.timeZone);
+    if (!version) fail('start_time', 'no_rules', `partnership ${partnership.code} has no rules in force at ${startedAt.toString()}`);
+    else if (!pricingRuleFor(version.rules, product.code)) {
+      fail('product', 'no_price', `partnership ${partnership.code} has no price for ${product.code} in rules effective ${version.effectiveFrom}`);
+    }
+  }
+
+  if (errors.length > 0 || !externalId || !product || !userRef || !quantity || !startedAt || !partnership) {
+    return { ok: false, errors };
+  }
+  return {
+    ok: true,
+    usage: {
+      externalId,
+      partnershipId: partnership.id,
+      productId: product.id,
+      userRef,
+      accountId,
+      quantity,
+      startedAt,
+      endedAt,
+      period: periodOf(startedAt, partnership.timeZone),
+      description: description ?? null,
+    },
+  };
+}
