@@ -1,0 +1,278 @@
+import { type CsvCell, csvNumber, toCsv } from './csv-export';
+import type { InvoiceDocument, InvoiceDocumentLine, InvoiceParty } from './invoice-document';
+import { type Pennies, formatAmount, formatMoney, sumPennies } from './money';
+
+export interface InvoiceEmail {
+  subject: string;
+  text: string;
+  html: string;
+  csvFileName: string;
+  csv: string;
+}
+
+export const INVOICE_CSV_HEADER = [
+  'invoice_number',
+  'account_code',
+  'account_name',
+  'product_code',
+  'product_name',
+  'usage_period',
+  'kind',
+  'description',
+  'quantity',
+  'unit',
+  'unit_price',
+  'amount',
+  'currency',
+] as const;
+
+/** Everything an issued invoice's email needs: subject, plain-text and HTML bodies, CSV attachment. */
+export function renderInvoiceEmail(doc: InvoiceDocument): InvoiceEmail {
+  const lines = sortedLines(doc);
+  assertLinesAddUp(doc, lines);
+  const groups = groupByAccount(lines);
+  return {
+    subject: `Invoice ${oneLine(doc.number)} from ${oneLine(doc.issuer.name)} for ${oneLine(doc.period)}`,
+    text: renderText(doc, groups),
+    html: renderHtml(doc, groups),
+    csvFileName: `${safeFileStem(doc.number)}.csv`,
+    csv: renderInvoiceCsv(doc),
+  };
+}
+
+/** The CSV attachment: a header and one row per line. Totals are left out: they are sums of the amount column. */
+export function renderInvoiceCsv(doc: InvoiceDocument): string {
+  const rows: CsvCell[][] = [[...INVOICE_CSV_HEADER]];
+  for (const line of sortedLines(doc)) {
+    rows.push([
+      doc.number,
+      line.accountCode,
+      line.accountName,
+      line.productCode,
+      line.productName,
+      line.usagePeriod,
+      line.kind,
+      line.description,
+      csvNumber(line.quantity),
+      line.unit,
+      line.unitPrice === null ? null : csvNumber(line.unitPrice),
+      csvNumber(formatAmount(line.amount, doc.currency)),
+      doc.currency,
+    ]);
+  }
+  return toCsv(rows);
+}
+
+/**
+ * Partner names and feed text end up in the Subject header and in table cells. A CR or LF there
+ * would start a new header line (or break the table), and bidi overrides can make a name read
+ * differently from what it is, so all of them collapse to one space.
+ */
+export function oneLine(text: string): string {
+  return text.replace(/[\s\p{Cc}\p{Zl}\p{Zp}\u202A-\u202E\u2066-\u2069]+/gu, ' ').trim();
+}
+
+/** A file name stem that is safe on every mail client and file system: [A-Za-z0-9._-], no leading dot or dash. */
+export function safeFileStem(text: string): string {
+  const stem = text
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^[._-]+/, '')
+    .slice(0, 100);
+  return stem === '' ? 'invoice' : stem;
+}
+
+interface AccountGroup {
+  accountCode: string;
+  accountName: string;
+  lines: InvoiceDocumentLine[];
+  subtotal: Pennies;
+}
+
+function sortedLines(doc: InvoiceDocument): InvoiceDocumentLine[] {
+  return [...doc.lines].sort((a, b) => a.position - b.position);
+}
+
+// An email whose lines do not add up to its total would be sent to a customer as a contradiction;
+// refusing to render makes the read-model bug visible instead.
+function assertLinesAddUp(doc: InvoiceDocument, lines: InvoiceDocumentLine[]): void {
+  const sum = sumPennies(lines.map((l) => l.amount));
+  if (sum !== doc.total) {
+    throw new Error(
+      `invoice ${doc.number}: lines add up to ${formatAmount(sum, doc.currency)} but the total is ${formatAmount(doc.total, doc.currency)}`,
+    );
+  }
+}
+
+/** Accounts in the order they first appear, each keeping its lines' order. */
+function groupByAccount(lines: InvoiceDocumentLine[]): AccountGroup[] {
+  const groups = new Map<string, AccountGroup>();
+  for (const line of lines) {
+    let group = groups.get(line.accountCode);
+    if (!group) {
+      group = { accountCode: line.accountCode, accountName: line.accountName, lines: [], subtotal: 0n as Pennies };
+      groups.set(line.accountCode, group);
+    }
+    group.lines.push(line);
+  }
+  for (const group of groups.values()) group.subtotal = sumPennies(group.lines.map((l) => l.amount));
+  return [...groups.values()];
+}
+
+function partyLines(party: InvoiceParty): string[] {
+  const out = [`${oneLine(party.name)} (${oneLine(party.code)})`];
+  if (party.address) out.push(...addressLines(party.address));
+  if (party.email) out.push(oneLine(party.email));
+  return out;
+}
+
+// A postal address legitimately spans lines; each of its lines is still made safe on its own.
+function addressLines(address: string): string[] {
+  return address
+    .split(/\r\n|\r|\n/)
+    .map(oneLine)
+    .filter((l) => l !== '');
+}
+
+function details(doc: InvoiceDocument): [string, string][] {
+  return [
+    ['Invoice number', oneLine(doc.number)],
+    ['Billing period', oneLine(doc.period)],
+    ['Issue date', oneLine(doc.issueDate)],
+    ['Due date', oneLine(doc.dueDate)],
+    ['Payment terms', `${doc.paymentTermsDays} days`],
+    ['Currency', oneLine(doc.currency)],
+  ];
+}
+
+const TABLE_HEADINGS = ['Account', 'Product', 'Period', 'Description', 'Quantity', 'Unit', 'Unit price', 'Amount'];
+const RIGHT_ALIGNED = new Set([4, 6, 7]);
+
+function lineCells(line: InvoiceDocumentLine, currency: string): string[] {
+  return [
+    `${oneLine(line.accountCode)} ${oneLine(line.accountName)}`,
+    `${oneLine(line.productCode)} ${oneLine(line.productName)}`,
+    oneLine(line.usagePeriod),
+    oneLine(line.description),
+    oneLine(line.quantity),
+    oneLine(line.unit),
+    line.unitPrice === null ? 'mixed' : oneLine(line.unitPrice),
+    formatMoney(line.amount, currency),
+  ];
+}
+
+function subtotalLabel(group: AccountGroup): string {
+  return `Subtotal ${oneLine(group.accountCode)} ${oneLine(group.accountName)}`;
+}
+
+function renderText(doc: InvoiceDocument, groups: AccountGroup[]): string {
+  const out: string[] = [];
+  const title = `Invoice ${oneLine(doc.number)}`;
+  out.push(title, '='.repeat(title.length), '');
+
+  const from = partyLines(doc.issuer);
+  const to = partyLines(doc.customer);
+  from.forEach((l, i) => out.push(`${i === 0 ? 'From: ' : '      '}${l}`));
+  out.push('');
+  to.forEach((l, i) => out.push(`${i === 0 ? 'To:   ' : '      '}${l}`));
+  out.push('');
+
+  const facts = details(doc);
+  const labelWidth = Math.max(...facts.map(([label]) => label.length)) + 1;
+  for (const [label, value] of facts) out.push(`${`${label}:`.padEnd(labelWidth)} ${value}`);
+  out.push('');
+
+  // One table: line rows, a subtotal row after each account and the total, all amounts in one column.
+  const rows: TextRow[] = [{ cells: TABLE_HEADINGS }, 'rule'];
+  for (const group of groups) {
+    for (const line of group.lines) rows.push({ cells: lineCells(line, doc.currency) });
+    rows.push({ label: subtotalLabel(group), amount: formatMoney(group.subtotal, doc.currency) });
+  }
+  rows.push('rule', { label: 'Total', amount: formatMoney(doc.total, doc.currency) });
+  out.push(...textTable(rows));
+
+  out.push('', `Total due: ${formatMoney(doc.total, doc.currency)} by ${oneLine(doc.dueDate)}`);
+  out.push('', `The attached ${safeFileStem(doc.number)}.csv has one row per invoice line.`);
+  return out.join('\n') + '\n';
+}
+
+/** A table row: one cell per heading, a label spanning the row up to its amount, or a rule. */
+type TextRow = { cells: string[] } | { label: string; amount: string } | 'rule';
+
+function textTable(rows: TextRow[]): string[] {
+  const amountCol = TABLE_HEADINGS.length - 1;
+  const widthIn = (row: TextRow, col: number): number => {
+    if (row === 'rule') return 0;
+    if ('cells' in row) return (row.cells[col] ?? '').length;
+    return col === amountCol ? row.amount.length : 0;
+  };
+  const widths = TABLE_HEADINGS.map((_, col) => Math.max(...rows.map((row) => widthIn(row, col))));
+  const lastWidth = widths[amountCol] ?? 0;
+  const totalWidth = widths.reduce((a, b) => a + b, 0) + 2 * (widths.length - 1);
+  return rows.map((row) => {
+    if (row === 'rule') return '-'.repeat(totalWidth);
+    // A label runs across the columns before the amount instead of widening the first column.
+    if ('label' in row) return `${row.label.padEnd(totalWidth - lastWidth - 2)}  ${row.amount.padStart(lastWidth)}`;
+    return row.cells
+      .map((cell, col) => (RIGHT_ALIGNED.has(col) ? cell.padStart(widths[col] ?? 0) : cell.padEnd(widths[col] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  });
+}
+
+const CELL = 'padding:4px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top';
+const CELL_RIGHT = 'padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top;white-space:nowrap';
+
+function renderHtml(doc: InvoiceDocument, groups: AccountGroup[]): string {
+  const e = escapeHtml;
+  const cell = (text: string, col: number, tag: 'td' | 'th' = 'td'): string =>
+    `<${tag} style="${RIGHT_ALIGNED.has(col) ? CELL_RIGHT : CELL}">${e(text)}</${tag}>`;
+  const labelRow = (label: string, amount: string, weight: string): string =>
+    `<tr style="font-weight:${weight}"><td colspan="${TABLE_HEADINGS.length - 1}" style="${CELL}">${e(label)}</td>` +
+    `<td style="${CELL_RIGHT}">${e(amount)}</td></tr>`;
+  const party = (heading: string, p: InvoiceParty): string =>
+    `<td style="padding:0 24px 0 0;vertical-align:top"><strong>${heading}</strong><br>` +
+    partyLines(p).map(e).join('<br>') +
+    '</td>';
+
+  const bodyRows: string[] = [];
+  for (const group of groups) {
+    for (const line of group.lines) {
+      bodyRows.push(`<tr>${lineCells(line, doc.currency).map((c, i) => cell(c, i)).join('')}</tr>`);
+    }
+    bodyRows.push(labelRow(subtotalLabel(group), formatMoney(group.subtotal, doc.currency), '600'));
+  }
+
+  const title = `Invoice ${oneLine(doc.number)}`;
+  return [
+    '<!DOCTYPE html>',
+    '<html lang="en">',
+    `<head><meta charset="utf-8"><title>${e(title)}</title></head>`,
+    '<body style="margin:0;padding:16px;font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">',
+    `<h1 style="font-size:20px;margin:0 0 16px">${e(title)}</h1>`,
+    `<table role="presentation" style="border-collapse:collapse;margin:0 0 16px"><tr>${party('From', doc.issuer)}${party('To', doc.customer)}</tr></table>`,
+    '<table role="presentation" style="border-collapse:collapse;margin:0 0 16px">',
+    ...details(doc).map(
+      ([label, value]) =>
+        `<tr><th style="padding:2px 16px 2px 0;text-align:left;font-weight:600">${e(label)}</th><td style="padding:2px 0">${e(value)}</td></tr>`,
+    ),
+    '</table>',
+    '<table style="border-collapse:collapse;width:100%">',
+    `<thead><tr style="background:#f3f3f3">${TABLE_HEADINGS.map((h, i) => cell(h, i, 'th')).join('')}</tr></thead>`,
+    '<tbody>',
+    ...bodyRows,
+    '</tbody>',
+    `<tfoot>${labelRow('Total', formatMoney(doc.total, doc.currency), '700')}</tfoot>`,
+    '</table>',
+    `<p style="margin:16px 0 0">Total due: <strong>${e(formatMoney(doc.total, doc.currency))}</strong> by ${e(oneLine(doc.dueDate))}.</p>`,
+    `<p style="margin:8px 0 0;color:#555">The attached ${e(safeFileStem(doc.number))}.csv has one row per invoice line.</p>`,
+    '</body>',
+    '</html>',
+    '',
+  ].join('\n');
+}
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] ?? c);
+}
+
+const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
