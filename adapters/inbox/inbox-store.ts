@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -59,7 +59,7 @@ export interface Drop {
 /** Files waiting in partner folders that have settled (not modified for `settleMs`). */
 export async function listDrops(inboxDir: string, settleMs: number, nowMs: number): Promise<Drop[]> {
   const drops: Drop[] = [];
-  let dirs: import('node:fs').Dirent[];
+  let dirs: Dirent[];
   try {
     dirs = await fs.readdir(inboxDir, { withFileTypes: true });
   } catch (err) {

@@ -26,7 +26,7 @@ export async function reserveFileId(deps: Deps): Promise<number> {
  */
 export async function registerFile(
   deps: Deps,
-  input: { fileId: number; partnerCode: string; name: string; relative: string; source: FileSource },
+  input: { fileId: number; partnerCode: string; name: string; relative: string; source: FileSource; enqueue?: boolean },
 ): Promise<RegisteredFile> {
   const { db, config, logger } = deps;
   const existing = await db('usage_files').where('id', input.fileId).first<{ status: RegisteredFile['status'] } | undefined>('status');
@@ -88,7 +88,7 @@ export async function registerFile(
     return { fileId: input.fileId, status: 'duplicate', duplicateOf: Number(original.id) };
   }
 
-  await deps.queues.enqueue('ingest-file', { fileId: input.fileId });
+  if (input.enqueue !== false) await deps.queues.enqueue('ingest-file', { fileId: input.fileId });
   logger.info({ fileId: input.fileId, partner: input.partnerCode, name: base.name, size }, 'file received');
   return { fileId: input.fileId, status: 'received' };
 }

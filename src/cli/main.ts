@@ -1,0 +1,146 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { serve } from '@hono/node-server';
+import { ConfigError, loadConfig, redactUrl } from '../config';
+import { createDeps, closeDeps, type Deps } from '../deps';
+import { ensureDatabase, migrateLatest } from '../../adapters/db/database';
+import { createApp } from '../api/app';
+import { checkRedisPolicy, scheduleRepeatingJobs, startWorkers } from '../../jobs/worker';
+import { onShutdown, waitForServices } from '../process';
+import { importPartnerships, readImportFile } from '../use-cases/import-partnerships';
+import { ingestLocalFile } from '../use-cases/ingest-local-file';
+import { runBillingPeriod } from '../use-cases/run-billing-period';
+import { deliverInvoice } from '../use-cases/deliver-invoice';
+import { PermanentError } from '../use-cases/errors';
+import { isPeriod } from '../core/period';
+import { runDemo } from './demo';
+
+function period(value: string): string {
+  if (!isPeriod(value)) throw new InvalidArgumentError('expected a month as YYYY-MM, e.g. 2026-10');
+  return value;
+}
+
+/** Builds deps for a command, runs it, and always closes connections so the process can exit. */
+async function withDeps(run: (deps: Deps) => Promise<void>): Promise<void> {
+  const deps = createDeps(loadConfig());
+  try {
+    await run(deps);
+  } finally {
+    await closeDeps(deps);
+  }
+}
+
+function startApi(deps: Deps): { close(): Promise<void> } {
+  if (deps.config.adminTokens.length === 0) {
+    throw new PermanentError('ADMIN_TOKENS is empty: set at least one token (16+ characters) before starting the API');
+  }
+  const server = serve({ fetch: createApp(deps).fetch, hostname: deps.config.api.host, port: deps.config.api.port });
+  deps.logger.info({ host: deps.config.api.host, port: deps.config.api.port }, 'admin API listening');
+  return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/** Long-running processes: workers, the API, or both. They stay up until SIGTERM or SIGINT. */
+async function runServer(parts: { workers: boolean; api: boolean }): Promise<void> {
+  const deps = createDeps(loadConfig());
+  await waitForServices(deps);
+  const workers = parts.workers ? startWorkers(deps) : undefined;
+  if (workers) {
+    await checkRedisPolicy(deps);
+    await scheduleRepeatingJobs(deps);
+    await deps.queues.enqueue('reconcile', {});
+  }
+  const api = parts.api ? startApi(deps) : undefined;
+  onShutdown(deps, async () => {
+    await api?.close();
+    await workers?.close();
+    await closeDeps(deps);
+  });
+}
+
+export function buildCli(): Command {
+  const program = new Command('billing')
+    .description('Headless billing engine: usage files in, integer-penny invoices out.')
+    .showHelpAfterError();
+
+  program
+    .command('migrate')
+    .description('create the database if missing and apply schema migrations')
+    .action(() =>
+      withDeps(async (deps) => {
+        if (await ensureDatabase(deps.config.databaseUrl)) console.log(`created database ${redactUrl(deps.config.databaseUrl)}`);
+        const applied = await migrateLatest(deps.db);
+        console.log(applied.length ? `applied: ${applied.join(', ')}` : 'schema is up to date');
+      }),
+    );
+
+  program
+    .command('import')
+    .argument('<file>', 'partnerships file (.yaml, .yml or .json)')
+    .description('load partners, products, partnerships, accounts, splits and rules (safe to run twice)')
+    .action((file: string) =>
+      withDeps(async (deps) => {
+        const summary = await importPartnerships(deps, await readImportFile(file), 'cli');
+        console.log(`imported ${summary.partners} partners, ${summary.products} products, ${summary.partnerships} partnerships (${summary.changed} changes)`);
+      }),
+    );
+
+  program
+    .command('ingest')
+    .argument('<file>', 'a usage feed (.csv or .xml)')
+    .option('--partner <code>', 'the partner the feed belongs to (XML feeds may name it themselves)')
+    .description('ingest and rate one feed in this process, showing progress')
+    .action((file: string, opts: { partner?: string }) =>
+      withDeps(async (deps) => {
+        const result = await ingestLocalFile(deps, {
+          file,
+          ...(opts.partner ? { partnerCode: opts.partner } : {}),
+          onProgress: (records) => process.stderr.write(`\r${records} records processed`),
+        });
+        process.stderr.write('\n');
+        console.log(JSON.stringify(result, null, 2));
+      }),
+    );
+
+  program
+    .command('run-period')
+    .argument('<period>', 'the month to invoice, YYYY-MM', period)
+    .option('--send-now', 'send the invoice emails from this process instead of leaving them to the workers')
+    .description('issue invoices for a period (safe to run twice)')
+    .action((p: string, opts: { sendNow?: boolean }) =>
+      withDeps(async (deps) => {
+        const result = await runBillingPeriod(deps, { period: p, requestedBy: 'cli' });
+        for (const r of result.partnerships) {
+          console.log(`${r.partnership.padEnd(20)} ${r.outcome.padEnd(18)} ${r.invoiceNumber ?? ''} ${r.totalPennies ?? ''} ${r.note ?? ''}`.trimEnd());
+          if (opts.sendNow && r.deliveryId !== undefined) {
+            const sent = await deliverInvoice(deps, r.deliveryId, { finalAttempt: true });
+            console.log(`  email: ${sent.kind}`);
+          }
+        }
+        console.log(`billing run ${result.billingRunId}: ${result.invoicesCreated} invoice(s) created`);
+      }),
+    );
+
+  program.command('worker').description('run the queue workers (scale by running more of them)').action(() => runServer({ workers: true, api: false }));
+  program.command('api').description('run the admin API').action(() => runServer({ workers: false, api: true }));
+  program.command('start').description('run workers, inbox scanning and the API in one process').action(() => runServer({ workers: true, api: true }));
+
+  program
+    .command('demo')
+    .description('set up a database, load the fixtures, run the whole pipeline and print a summary')
+    .action(() => runDemo());
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof PermanentError) {
+      console.error(err.message);
+      process.exitCode = 2;
+      return;
+    }
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exitCode = 1;
+  }
+}
