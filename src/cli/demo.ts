@@ -30,6 +30,32 @@ export async function dropDemoFeeds(inboxDir: string, feedsDir = path.join(DEMO_
 }
 
 /**
+ * Drops the feeds into the inbox, asks for a scan, and waits (on queue events) until every dropped
+ * file has been claimed and nothing is left to ingest, rate or send.
+ */
+export async function ingestThroughInbox(deps: Deps, feedsDir: string, since: Date): Promise<string[]> {
+  const dropped = await dropDemoFeeds(deps.config.inboxDir, feedsDir);
+  await deps.queues.get('inbox-scan').add('inbox-scan', {});
+  await waitUntilSettled(deps, ['inbox-scan', 'ingest-file', 'rate-file'], async () => {
+    const claimed = await deps.db('usage_files').where('received_at', '>=', since).count<{ count: string }[]>('* as count');
+    return Number(claimed[0]?.count) >= dropped.length && (await pipelineIsIdle(deps));
+  });
+  return dropped;
+}
+
+/** Runs the billing period as a job on the real queue and waits until its emails are settled. */
+export async function billPeriodThroughQueue(deps: Deps, period: string, requestedBy: string): Promise<BillingRunResult> {
+  const queue = deps.queues.get('billing-run');
+  const job = await queue.add('billing-run', { period, requestedBy });
+  await waitUntilSettled(deps, ['billing-run', 'deliver-email'], async () => {
+    const state = await job.getState();
+    if (state === 'failed') throw new Error(`billing run failed: ${(await queue.getJob(job.id!))?.failedReason}`);
+    return state === 'completed' && (await pipelineIsIdle(deps));
+  });
+  return (await queue.getJob(job.id!))?.returnvalue as BillingRunResult;
+}
+
+/**
  * The whole pipeline on the fixtures, in one process: database, schema, partnerships, feeds through
  * the inbox and the real queues, the October billing run, the invoice emails, and a summary.
  * Running it again shows the same invoices: the feeds come back as duplicates and the period is
@@ -53,21 +79,9 @@ export async function runDemo(): Promise<void> {
     console.log(`imported ${imported.partnerships} partnerships (${imported.changed} changes)`);
 
     const startedAt = new Date();
-    const dropped = await dropDemoFeeds(config.inboxDir);
+    const dropped = await ingestThroughInbox(deps, path.join(DEMO_DIR, 'feeds'), startedAt);
     console.log(`dropped ${dropped.length} feeds into ${config.inboxDir}`);
-    await deps.queues.get('inbox-scan').add('inbox-scan', {});
-    await waitUntilSettled(deps, ['inbox-scan', 'ingest-file', 'rate-file'], async () => {
-      const claimed = await deps.db('usage_files').where('received_at', '>=', startedAt).count<{ count: string }[]>('* as count');
-      return Number(claimed[0]?.count) >= dropped.length && (await pipelineIsIdle(deps));
-    });
-
-    const job = await deps.queues.get('billing-run').add('billing-run', { period: DEMO_PERIOD, requestedBy: 'demo' });
-    await waitUntilSettled(deps, ['billing-run', 'deliver-email'], async () => {
-      const state = await job.getState();
-      if (state === 'failed') throw new Error(`billing run failed: ${(await deps.queues.get('billing-run').getJob(job.id!))?.failedReason}`);
-      return state === 'completed' && (await pipelineIsIdle(deps));
-    });
-    const run = (await deps.queues.get('billing-run').getJob(job.id!))?.returnvalue as BillingRunResult;
+    const run = await billPeriodThroughQueue(deps, DEMO_PERIOD, 'demo');
     await printSummary(deps, startedAt, run);
   } finally {
     await workers.close(10_000);

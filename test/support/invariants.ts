@@ -1,0 +1,48 @@
+import type { Db } from '../../adapters/db/database';
+
+/**
+ * The bookkeeping invariants every run must leave true, checked with SQL against the database.
+ * Each query returns the rows that break the invariant, so a failure shows exactly what is wrong.
+ */
+export async function findInvariantViolations(db: Db): Promise<Record<string, unknown[]>> {
+  const q = async (sql: string) => (await db.raw<{ rows: unknown[] }>(sql)).rows;
+  return {
+    // A record's charge is the sum of its transactions: every record has at least one.
+    recordsWithoutTransactions: await q(`
+      SELECT r.id FROM billing_records r WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.billing_record_id = r.id)`),
+    // The view and a direct sum agree (the charge is never stored anywhere else).
+    recordChargeMismatch: await q(`
+      SELECT c.billing_record_id FROM billing_record_charges c
+      WHERE c.charge_pennies <> (SELECT coalesce(sum(amount_pennies), 0) FROM transactions t WHERE t.billing_record_id = c.billing_record_id)`),
+    // Every stored usage is rated exactly once per account it charges, with split percentages adding to 100.
+    usagesNotRatedOrOverSplit: await q(`
+      SELECT u.id, u.external_id, coalesce(sum(r.split_percent), 0) AS percent
+      FROM product_usages u
+      JOIN usage_files f ON f.id = u.source_file_id AND f.status = 'rated'
+      LEFT JOIN billing_records r ON r.usage_id = u.id
+      GROUP BY u.id HAVING coalesce(sum(r.split_percent), 0) <> 100`),
+    // Split quantities add back up to the usage's quantity.
+    splitQuantityMismatch: await q(`
+      SELECT u.id FROM product_usages u JOIN billing_records r ON r.usage_id = u.id
+      GROUP BY u.id, u.quantity HAVING sum(r.quantity) <> u.quantity`),
+    // Invoice total = sum of its lines = sum of the transactions it claimed.
+    invoiceTotalVsLines: await q(`
+      SELECT i.id, i.total_pennies, (SELECT coalesce(sum(amount_pennies), 0) FROM invoice_lines l WHERE l.invoice_id = i.id) AS lines
+      FROM invoices i WHERE i.total_pennies <> (SELECT coalesce(sum(amount_pennies), 0) FROM invoice_lines l WHERE l.invoice_id = i.id)`),
+    invoiceTotalVsTransactions: await q(`
+      SELECT i.id FROM invoices i
+      WHERE i.total_pennies <> (SELECT coalesce(sum(amount_pennies), 0) FROM transactions t WHERE t.invoice_id = i.id)`),
+    // Transactions on an invoice belong to its partnership and to its period or an earlier one.
+    transactionsOnWrongInvoice: await q(`
+      SELECT t.id FROM transactions t JOIN billing_records r ON r.id = t.billing_record_id JOIN invoices i ON i.id = t.invoice_id
+      WHERE r.partnership_id <> i.partnership_id OR r.period > i.period`),
+    // No usage is billed twice: one external id per partner, one record per usage and account.
+    duplicateUsages: await q(`SELECT partner_id, external_id FROM product_usages GROUP BY 1, 2 HAVING count(*) > 1`),
+    duplicateRecords: await q(`SELECT usage_id, account_id FROM billing_records GROUP BY 1, 2 HAVING count(*) > 1`),
+    // Numbers are gapless per issuer and year.
+    invoiceNumberGaps: await q(`
+      SELECT issuer_partner_id, number_year FROM invoices GROUP BY 1, 2 HAVING max(number_seq) <> count(*)`),
+    // One email per invoice.
+    duplicateDeliveries: await q(`SELECT invoice_id FROM email_deliveries WHERE purpose = 'invoice' GROUP BY 1 HAVING count(*) > 1`),
+  };
+}
