@@ -1,0 +1,340 @@
+import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
+import { parse } from 'fast-csv';
+import {
+  CANONICAL_FIELDS,
+  FeedFileError,
+  REQUIRED_FIELDS,
+  type CanonicalField,
+  type FeedAdapter,
+  type FeedItem,
+  type FeedReadContext,
+  type RawUsageFields,
+} from './types';
+import { InvalidUtf8Error, StrictUtf8Decoder, countByteLineBreaks, countLineBreaks } from './utf8-text';
+
+export interface CsvAdapterOptions {
+  /**
+   * Longest record accepted, in characters. fast-csv has no limit of its own and re-scans a pending
+   * record on every chunk, so an unterminated quote early in a large file would otherwise cost
+   * quadratic time and memory proportional to the file.
+   */
+  maxRecordChars?: number;
+}
+
+export const DEFAULT_MAX_RECORD_CHARS = 1 << 20;
+
+export function createCsvAdapter(options: CsvAdapterOptions = {}): FeedAdapter {
+  const maxRecordChars = options.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS;
+  return {
+    format: 'csv',
+    extensions: ['csv'],
+    read: (input, ctx) => readCsv(input, ctx, maxRecordChars),
+  };
+}
+
+export const csvAdapter: FeedAdapter = createCsvAdapter();
+
+const OPTIONAL_FIELDS: readonly CanonicalField[] = CANONICAL_FIELDS.filter((f) => !REQUIRED_FIELDS.includes(f));
+const EXPECTED_HEADER = `${REQUIRED_FIELDS.join(', ')} (required) and ${OPTIONAL_FIELDS.join(', ')} (optional)`;
+
+async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: number): AsyncGenerator<FeedItem> {
+  const guard = new CsvGuard(ctx.fileName, maxRecordChars);
+  // headers: false, so that we see every physical row: blank ones keep the line count exact, and the
+  // header itself is checked here. fast-csv's header mode pads short rows with '' unless told to be
+  // strict and reports a duplicate header as a bare Error.
+  const parser = parse({ headers: false, ignoreEmpty: false });
+  pipeline(input, guard, parser, () => {
+    // Errors reach the loop below through the parser's iterator; this callback only keeps pipeline
+    // from reporting them a second time.
+  });
+
+  let columns: Columns | undefined;
+  let record = 0;
+  // fast-csv does not report positions, but it keeps every character of a quoted value and ends each
+  // row at exactly one LF, CRLF or CR, so the breaks inside a row's values plus one give the next start.
+  let nextLine = 1;
+  try {
+    for await (const row of parser as AsyncIterable<string[]>) {
+      const line = nextLine;
+      nextLine += 1 + lineBreaksInRow(row);
+      // fast-csv yields [] for an empty or whitespace-only line.
+      if (row.length === 0) continue;
+      if (columns === undefined) {
+        columns = columnsOfHeader(row, ctx.fileName, line);
+        continue;
+      }
+      record += 1;
+      if (row.length !== columns.names.length) {
+        // Never padded or truncated into a row: a blank where a value should be must not be billed.
+        yield { kind: 'row-error', record, line, message: `has ${row.length} columns, the header has ${columns.names.length}` };
+        continue;
+      }
+      yield { kind: 'row', record, line, fields: fieldsOfRow(row, columns) };
+    }
+  } catch (error) {
+    // The guard sees every malformation fast-csv would throw for, and first; this is a backstop so
+    // that a parse error still names the file. Anything else (a read error) is not the file's fault.
+    if (error instanceof Error && error.message.startsWith('Parse Error')) {
+      throw new FeedFileError(ctx.fileName, `line ${nextLine}: malformed CSV: ${error.message.slice(0, 200)}`);
+    }
+    throw error;
+  }
+  if (columns === undefined) {
+    throw new FeedFileError(ctx.fileName, `the file is empty: expected a header row with ${EXPECTED_HEADER}`);
+  }
+}
+
+function lineBreaksInRow(row: readonly string[]): number {
+  let n = 0;
+  for (const value of row) {
+    if (value.indexOf('\n') !== -1 || value.indexOf('\r') !== -1) n += countLineBreaks(value);
+  }
+  return n;
+}
+
+interface Columns {
+  names: readonly CanonicalField[];
+  /** Per column: may an empty value be left out of `fields`? */
+  optional: readonly boolean[];
+}
+
+function isCanonicalField(name: string): name is CanonicalField {
+  return (CANONICAL_FIELDS as readonly string[]).includes(name);
+}
+
+function columnsOfHeader(header: readonly string[], fileName: string, line: number): Columns {
+  const names: CanonicalField[] = [];
+  const seenAt = new Map<CanonicalField, number>();
+  const unknown: string[] = [];
+  const duplicate: string[] = [];
+  const empty: number[] = [];
+  header.forEach((raw, index) => {
+    // A BOM is normally dropped by the decoder; this covers a stream that was handed over as text.
+    const name = (index === 0 && raw.startsWith('\uFEFF') ? raw.slice(1) : raw).trim().toLowerCase();
+    const position = index + 1;
+    if (name === '') empty.push(position);
+    else if (!isCanonicalField(name)) unknown.push(JSON.stringify(raw));
+    else {
+      const first = seenAt.get(name);
+      if (first !== undefined) duplicate.push(`${name} (columns ${first} and ${position})`);
+      else seenAt.set(name, position);
+      names.push(name);
+    }
+  });
+  const missing = REQUIRED_FIELDS.filter((f) => !seenAt.has(f));
+
+  const problems: string[] = [];
+  if (missing.length > 0) problems.push(`missing required ${plural('column', missing.length)} ${missing.join(', ')}`);
+  if (unknown.length > 0) problems.push(`unknown ${plural('column', unknown.length)} ${unknown.join(', ')}`);
+  if (duplicate.length > 0) problems.push(`duplicate ${plural('column', duplicate.length)} ${duplicate.join(', ')}`);
+  if (empty.length > 0) problems.push(`empty column ${plural('name', empty.length)} at ${plural('position', empty.length)} ${empty.join(', ')}`);
+  if (problems.length > 0) {
+    const hint = header.length === 1 ? delimiterHint(header[0] ?? '') : '';
+    throw new FeedFileError(
+      fileName,
+      `line ${line}: the header row does not match the feed format: ${problems.join('; ')}.${hint} ` +
+        `Expected columns, in any order: ${EXPECTED_HEADER}. Found: ${header.map((h) => JSON.stringify(h)).join(', ')}.`,
+    );
+  }
+  return { names, optional: names.map((n) => !REQUIRED_FIELDS.includes(n)) };
+}
+
+function delimiterHint(onlyHeader: string): string {
+  const used = [';', '\t', '|'].find((d) => onlyHeader.includes(d));
+  return used === undefined ? '' : ` The header is one column containing ${JSON.stringify(used)}: columns must be separated by ",".`;
+}
+
+function plural(word: string, n: number): string {
+  return n === 1 ? word : `${word}s`;
+}
+
+function fieldsOfRow(row: readonly string[], columns: Columns): RawUsageFields {
+  const fields: RawUsageFields = {};
+  const { names, optional } = columns;
+  for (let i = 0; i < names.length; i += 1) {
+    const name = names[i];
+    const value = row[i];
+    if (name === undefined || value === undefined || (value === '' && optional[i] === true)) continue;
+    fields[name] = value;
+  }
+  return fields;
+}
+
+// Character codes and states of CsvGuard's scanner.
+const LF = 0x0a;
+const CR = 0x0d;
+const QUOTE = 0x22;
+const COMMA = 0x2c;
+const FIELD_START = 0;
+const UNQUOTED = 1;
+const QUOTED = 2;
+const QUOTE_IN_QUOTED = 3;
+const AFTER_CLOSING_QUOTE = 4;
+
+/**
+ * Between the file and fast-csv: decodes strict UTF-8 and follows the quoting just closely enough to
+ * know where each record starts, so that what fast-csv cannot report well (an unterminated quote, text
+ * after a closing quote, a runaway record, a bad byte) fails fast with the line it happened on.
+ * It mirrors fast-csv's rules: a field is quoted when its first non-blank character is a quote, `""`
+ * inside quotes is a quote, and a record ends at LF, CRLF or CR outside quotes.
+ */
+class CsvGuard extends Transform {
+  private readonly decoder = new StrictUtf8Decoder();
+  private state = FIELD_START;
+  /** Physical line of the next character. */
+  private line = 1;
+  private afterCR = false;
+  /** Characters scanned so far, and where the current record began. */
+  private offset = 0;
+  private recordStart = 0;
+  private recordLine = 1;
+  private quoteLine = 1;
+
+  constructor(
+    private readonly fileName: string,
+    private readonly maxRecordChars: number,
+  ) {
+    // Strings out: fast-csv decodes Buffers with a lenient StringDecoder, but passes strings through.
+    super({ readableObjectMode: true });
+  }
+
+  override _transform(chunk: unknown, _encoding: BufferEncoding, done: TransformCallback): void {
+    try {
+      const text = this.decode(chunk, () => this.decoder.write(chunk));
+      this.scan(text);
+      this.checkRecordLength(this.offset);
+      if (text.length > 0) this.push(text);
+      done();
+    } catch (error) {
+      done(error as Error);
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    try {
+      const text = this.decode(undefined, () => this.decoder.end());
+      this.scan(text);
+      if (this.state === QUOTED) {
+        throw this.fail(this.quoteLine, 'unterminated quoted field: the quote that opens on this line is never closed');
+      }
+      this.checkRecordLength(this.offset);
+      if (text.length > 0) this.push(text);
+      done();
+    } catch (error) {
+      done(error as Error);
+    }
+  }
+
+  private decode(chunk: unknown, decode: () => string): string {
+    try {
+      return decode();
+    } catch (error) {
+      if (!(error instanceof InvalidUtf8Error)) throw error;
+      const bytes = chunk instanceof Uint8Array ? chunk : undefined;
+      const before = bytes === undefined ? 0 : countByteLineBreaks(bytes, error.byteOffset ?? 0, this.afterCR);
+      throw this.fail(this.line + before, error.describe(bytes));
+    }
+  }
+
+  private scan(text: string): void {
+    // Locals rather than fields: this loop runs once per character of the file.
+    let { state, line, afterCR, recordStart, recordLine, quoteLine } = this;
+    const base = this.offset;
+    for (let i = 0; i < text.length; i += 1) {
+      const c = text.charCodeAt(i);
+      if (c === LF) {
+        if (afterCR) {
+          // The LF of a CRLF: the line and the record already ended at the CR.
+          afterCR = false;
+          continue;
+        }
+        line += 1;
+      } else if (c === CR) {
+        line += 1;
+        afterCR = true;
+      } else {
+        afterCR = false;
+      }
+      const newline = c === LF || c === CR;
+      switch (state) {
+        case FIELD_START:
+          if (c === QUOTE) {
+            state = QUOTED;
+            quoteLine = line;
+          } else if (newline) {
+            state = FIELD_START;
+          } else if (c !== COMMA && !isBlank(c)) {
+            state = UNQUOTED;
+          }
+          break;
+        case UNQUOTED:
+          if (c === COMMA) state = FIELD_START;
+          break;
+        case QUOTED:
+          if (c === QUOTE) state = QUOTE_IN_QUOTED;
+          break;
+        case QUOTE_IN_QUOTED:
+        case AFTER_CLOSING_QUOTE:
+          if (c === QUOTE && state === QUOTE_IN_QUOTED) state = QUOTED;
+          else if (c === COMMA) state = FIELD_START;
+          else if (isBlank(c)) state = AFTER_CLOSING_QUOTE;
+          else if (!newline) {
+            throw this.fail(
+              line,
+              `unexpected ${JSON.stringify(String.fromCharCode(c))} after the closing quote of a quoted field (a quote inside a quoted field is written as "")`,
+            );
+          }
+          break;
+      }
+      if (newline && state !== QUOTED) {
+        const end = base + i;
+        if (end - recordStart > this.maxRecordChars) {
+          throw this.fail(recordLine, `the record starting on this line is longer than ${this.maxRecordChars} characters`);
+        }
+        state = FIELD_START;
+        recordStart = end + 1;
+        recordLine = line;
+      }
+    }
+    this.state = state;
+    this.line = line;
+    this.afterCR = afterCR;
+    this.recordStart = recordStart;
+    this.recordLine = recordLine;
+    this.quoteLine = quoteLine;
+    this.offset = base + text.length;
+  }
+
+  /** A record still open at `end` may already be too long: stop before fast-csv buffers more of it. */
+  private checkRecordLength(end: number): void {
+    if (end - this.recordStart <= this.maxRecordChars) return;
+    if (this.state === QUOTED) {
+      throw this.fail(
+        this.quoteLine,
+        `a quoted field opened on this line is still open after ${this.maxRecordChars} characters: is its closing quote missing?`,
+      );
+    }
+    throw this.fail(this.recordLine, `the record starting on this line is longer than ${this.maxRecordChars} characters`);
+  }
+
+  private fail(line: number, detail: string): FeedFileError {
+    return new FeedFileError(this.fileName, `line ${line}: ${detail}`);
+  }
+}
+
+/** What fast-csv skips as blank around fields: JavaScript's \s without the line breaks. */
+function isBlank(c: number): boolean {
+  if (c === 0x20 || c === 0x09) return true;
+  if (c < 0x80) return c === 0x0b || c === 0x0c;
+  return (
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}

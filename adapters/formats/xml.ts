@@ -1,0 +1,323 @@
+import type { Readable } from 'node:stream';
+import { SaxesParser, type SaxesAttributePlain, type SaxesTagPlain } from 'saxes';
+import {
+  CANONICAL_FIELDS,
+  FeedFileError,
+  REQUIRED_FIELDS,
+  type CanonicalField,
+  type FeedAdapter,
+  type FeedHeader,
+  type FeedItem,
+  type FeedReadContext,
+  type RawUsageFields,
+} from './types';
+import { InvalidUtf8Error, StrictUtf8Decoder, countByteLineBreaks, countLineBreaks } from './utf8-text';
+
+/**
+ * Records are built straight from saxes events rather than re-parsed with fast-xml-parser: saxes has
+ * already checked well-formedness and decoded the five predefined entities and character references,
+ * and a second parser per record would halve throughput. Values are the element's text exactly,
+ * untrimmed and never coerced: "0x1A" and "1e3" stay strings.
+ */
+export const xmlAdapter: FeedAdapter = {
+  format: 'xml',
+  extensions: ['xml'],
+  read: readXml,
+  sniff: sniffXml,
+};
+
+const ROOT = 'usageFeed';
+const RECORD = 'usage';
+const MAX_DEPTH = 32;
+// Names that would reach an object's prototype if anything downstream ever keyed an object by them.
+const FORBIDDEN_NAMES: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+const UTF8_NAMES: ReadonlySet<string> = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii']);
+/** A <usage>'s child elements, or equally its attributes, and the canonical field each carries. */
+const FIELD_BY_NAME: ReadonlyMap<string, CanonicalField> = new Map<string, CanonicalField>([
+  ['id', 'usage_id'],
+  ['product', 'product'],
+  ['user', 'user'],
+  ['account', 'account'],
+  ['quantity', 'quantity'],
+  ['start', 'start_time'],
+  ['end', 'end_time'],
+  ['description', 'description'],
+]);
+const OPTIONAL_FIELDS: ReadonlySet<CanonicalField> = new Set(CANONICAL_FIELDS.filter((f) => !REQUIRED_FIELDS.includes(f)));
+
+async function* readXml(input: Readable, ctx: FeedReadContext): AsyncGenerator<FeedItem> {
+  const walker = new UsageFeedWalker(ctx.fileName, 'read');
+  const decoder = new StrictUtf8Decoder();
+  // The walker queues the items of one chunk; they are handed out before the next chunk is read, so
+  // memory stays at about a chunk's worth and the file is pulled only as fast as it is consumed.
+  const items = walker.items;
+  try {
+    for await (const chunk of input as AsyncIterable<unknown>) {
+      walker.write(decoder, chunk);
+      yield* items;
+      items.length = 0;
+    }
+    walker.write(decoder, undefined);
+  } catch (error) {
+    // Records completed before a fault in the same chunk are sound; hand them out before the error.
+    yield* items;
+    items.length = 0;
+    throw error;
+  }
+  yield* items;
+  items.length = 0;
+}
+
+async function sniffXml(input: Readable, ctx: FeedReadContext): Promise<FeedHeader> {
+  const walker = new UsageFeedWalker(ctx.fileName, 'sniff');
+  const decoder = new StrictUtf8Decoder();
+  try {
+    for await (const chunk of input as AsyncIterable<unknown>) {
+      try {
+        walker.write(decoder, chunk);
+      } catch (error) {
+        if (error instanceof RootReached) return { partner: error.partner };
+        throw error;
+      }
+    }
+    try {
+      walker.write(decoder, undefined);
+    } catch (error) {
+      if (error instanceof RootReached) return { partner: error.partner };
+      throw error;
+    }
+    // saxes reports a document without a root as not well-formed, so this is not reached.
+    throw new FeedFileError(ctx.fileName, 'no root element');
+  } finally {
+    input.destroy();
+  }
+}
+
+/** Stops saxes in the middle of a chunk once sniff has what it came for. */
+class RootReached extends Error {
+  constructor(readonly partner: string | undefined) {
+    super('root reached');
+  }
+}
+
+interface RecordInProgress {
+  record: number;
+  line: number;
+  fields: RawUsageFields;
+  /** Fields seen so far, including empty optional ones that are left out of `fields`, and where. */
+  seen: Map<CanonicalField, 'attribute' | 'element'>;
+  problems: { field: string; message: string }[];
+  /** The field whose text is being collected, if the current child element is one, and its tag. */
+  field: CanonicalField | undefined;
+  fieldTag: string;
+  text: string;
+}
+
+class UsageFeedWalker {
+  readonly items: FeedItem[] = [];
+  private readonly parser = new SaxesParser<{ position: true; xmlns: false }>({ position: true, xmlns: false });
+  /** Open elements, the root being 1. */
+  private depth = 0;
+  private tagLine = 1;
+  private records = 0;
+  private current: RecordInProgress | undefined;
+
+  constructor(
+    private readonly fileName: string,
+    private readonly mode: 'read' | 'sniff',
+  ) {
+    const { parser } = this;
+    // Any DOCTYPE is refused as soon as saxes has read it, before the root: that shuts out entity
+    // definitions (billion laughs), external and parameter entities in one go. saxes itself never
+    // expands DTD entities nor fetches anything.
+    parser.on('doctype', (doctype) => {
+      // saxes reports it at its closing ">"; name the line where it began.
+      throw this.fail(parser.line - countLineBreaks(doctype), 'a DOCTYPE is not allowed in a feed (no DTDs or entity definitions)');
+    });
+    // At most seven handlers: with an eighth, V8 turns the parser object into a dictionary (saxes adds
+    // handler properties with keyed stores) and every property read in saxes's per-character loop gets
+    // about four times slower. Hence no 'xmldecl' and 'attribute' handlers: those checks run on tags.
+    parser.on('opentagstart', (tag) => this.onOpenTagStart(tag.name));
+    parser.on('opentag', (tag) => this.onOpenTag(tag));
+    parser.on('text', (text) => this.onText(text));
+    parser.on('cdata', (text) => this.onText(text));
+    parser.on('closetag', () => this.onCloseTag());
+    parser.on('error', (error) => {
+      // saxes prefixes "line:column: "; we say it in words.
+      const prefix = `${parser.line}:${parser.column}: `;
+      const message = error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
+      // saxes's column is where the next character would go, which is the last one read, counting from 1.
+      throw this.fail(parser.line, `not well-formed XML at column ${Math.max(parser.column, 1)}: ${message}`);
+    });
+  }
+
+  /** Feeds one chunk (undefined: the end of the file). Items for completed records land in `items`. */
+  write(decoder: StrictUtf8Decoder, chunk: unknown): void {
+    let text: string;
+    try {
+      text = chunk === undefined ? decoder.end() : decoder.write(chunk);
+    } catch (error) {
+      if (!(error instanceof InvalidUtf8Error)) throw error;
+      const bytes = chunk instanceof Uint8Array ? chunk : undefined;
+      const before = bytes === undefined ? 0 : countByteLineBreaks(bytes, error.byteOffset ?? 0, false);
+      throw this.fail(this.parser.line + before, error.describe(bytes));
+    }
+    if (text.length > 0) this.parser.write(text);
+    if (chunk === undefined) this.parser.close();
+  }
+
+  private onOpenTagStart(name: string): void {
+    this.checkName(name, 'element');
+    // The XML declaration, if any, is complete by the time the root starts.
+    const encoding = this.depth === 0 ? this.parser.xmlDecl.encoding : undefined;
+    if (encoding !== undefined && !UTF8_NAMES.has(encoding.toLowerCase())) {
+      throw this.fail(1, `the XML declaration says encoding "${encoding}"; feeds must be UTF-8`);
+    }
+    if (this.depth >= MAX_DEPTH) {
+      throw this.fail(this.parser.line, `elements are nested more than ${MAX_DEPTH} deep`);
+    }
+    // saxes fires this after reading the character that ends the name; if that was a line break,
+    // the tag itself began on the line before.
+    this.tagLine = this.parser.column === 0 ? this.parser.line - 1 : this.parser.line;
+  }
+
+  private checkName(name: string, what: 'element' | 'attribute'): void {
+    const colon = name.indexOf(':');
+    const forbidden =
+      colon === -1 ? FORBIDDEN_NAMES.has(name) : FORBIDDEN_NAMES.has(name.slice(0, colon)) || FORBIDDEN_NAMES.has(name.slice(colon + 1));
+    if (forbidden) throw this.fail(this.parser.line, `${what} name "${name}" is not allowed`);
+  }
+
+  private onOpenTag(tag: SaxesTagPlain): void {
+    this.depth += 1;
+    const local = localName(tag.name);
+    const attributes = this.attributesOf(tag);
+    if (this.depth === 1) {
+      if (local !== ROOT) throw this.fail(this.tagLine, `the root element is <${tag.name}>, expected <${ROOT}>`);
+      if (this.mode === 'sniff') throw new RootReached(tag.attributes.partner);
+      return;
+    }
+    if (this.depth === 2) {
+      if (local !== RECORD) {
+        throw this.fail(this.tagLine, `unexpected element <${tag.name}> in <${ROOT}>: a feed holds only <${RECORD}> records`);
+      }
+      this.startRecord(tag.name, attributes);
+      return;
+    }
+    const current = this.current;
+    if (current === undefined) return;
+    if (this.depth === 3) {
+      const field = FIELD_BY_NAME.get(local);
+      if (field === undefined) {
+        problem(current, local, `unexpected element <${tag.name}>`);
+        return;
+      }
+      for (const attribute of attributes) problem(current, field, `unexpected attribute ${attribute.name} on <${tag.name}>`);
+      const seen = current.seen.get(field);
+      if (seen !== undefined) {
+        const message = seen === 'element' ? `<${tag.name}> is repeated` : `${field} is given both as an attribute and as <${tag.name}>`;
+        problem(current, field, message);
+        return;
+      }
+      current.seen.set(field, 'element');
+      current.field = field;
+      current.fieldTag = tag.name;
+      current.text = '';
+      return;
+    }
+    // Inside a field element: its value must be text only. Deeper levels were condemned with their parent.
+    if (this.depth === 4 && current.field !== undefined) {
+      problem(current, current.field, `unexpected element <${tag.name}> inside <${current.fieldTag}>: a field holds text only`);
+      current.field = undefined;
+    }
+  }
+
+  private startRecord(name: string, attributes: readonly SaxesAttributePlain[]): void {
+    this.records += 1;
+    const current: RecordInProgress = {
+      record: this.records,
+      line: this.tagLine,
+      fields: {},
+      seen: new Map(),
+      problems: [],
+      field: undefined,
+      fieldTag: '',
+      text: '',
+    };
+    for (const attribute of attributes) {
+      const field = FIELD_BY_NAME.get(localName(attribute.name));
+      if (field === undefined || current.seen.has(field)) {
+        // A repeat can only be the same local name under two prefixes; saxes rejects plain duplicates.
+        problem(current, field ?? attribute.name, `unexpected attribute ${attribute.name} on <${name}>`);
+      } else {
+        current.seen.set(field, 'attribute');
+        setField(current.fields, field, attribute.value);
+      }
+    }
+    this.current = current;
+  }
+
+  private onText(text: string): void {
+    const current = this.current;
+    if (this.depth === 3 && current?.field !== undefined) {
+      current.text += text;
+    } else if (this.depth === 2 && current !== undefined) {
+      if (text.trim() !== '') problem(current, RECORD, `unexpected text ${JSON.stringify(text.trim().slice(0, 40))} in <${RECORD}>`);
+    } else if (this.depth === 1 && text.trim() !== '') {
+      throw this.fail(this.parser.line, `unexpected text ${JSON.stringify(text.trim().slice(0, 40))} in <${ROOT}>`);
+    }
+  }
+
+  private onCloseTag(): void {
+    const current = this.current;
+    if (this.depth === 3 && current?.field !== undefined) {
+      setField(current.fields, current.field, current.text);
+      current.field = undefined;
+      current.text = '';
+    } else if (this.depth === 2 && current !== undefined) {
+      this.items.push(finishRecord(current));
+      this.current = undefined;
+    }
+    this.depth -= 1;
+  }
+
+  /** The tag's attributes, names checked, without namespace declarations (they are not data). */
+  private attributesOf(tag: SaxesTagPlain): SaxesAttributePlain[] {
+    const result: SaxesAttributePlain[] = [];
+    for (const name in tag.attributes) {
+      this.checkName(name, 'attribute');
+      if (name === 'xmlns' || name.startsWith('xmlns:')) continue;
+      result.push({ name, value: tag.attributes[name] ?? '' });
+    }
+    return result;
+  }
+
+  private fail(line: number, detail: string): FeedFileError {
+    return new FeedFileError(this.fileName, `line ${line}: ${detail}`);
+  }
+}
+
+function finishRecord(current: RecordInProgress): FeedItem {
+  const { record, line, fields, problems } = current;
+  const first = problems[0];
+  if (first !== undefined) {
+    return { kind: 'row-error', record, line, field: first.field, message: problems.map((p) => p.message).join('; ') };
+  }
+  return { kind: 'row', record, line, fields };
+}
+
+function setField(fields: RawUsageFields, field: CanonicalField, value: string): void {
+  // As in CSV, an empty optional value is the same as leaving it out.
+  if (value === '' && OPTIONAL_FIELDS.has(field)) return;
+  fields[field] = value;
+}
+
+function problem(current: RecordInProgress, field: string, message: string): void {
+  current.problems.push({ field, message });
+}
+
+/** Names are matched without their namespace prefix, so a namespaced feed gives the same rows. */
+function localName(name: string): string {
+  const colon = name.indexOf(':');
+  return colon === -1 ? name : name.slice(colon + 1);
+}
