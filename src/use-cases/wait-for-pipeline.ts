@@ -39,7 +39,7 @@ export async function waitUntilSettled(
           },
           (err: unknown) => {
             cleanup();
-            reject(err);
+            reject(err instanceof Error ? err : new Error(String(err)));
           },
         );
       };
