@@ -1,6 +1,6 @@
 import type { InvoiceDocument, InvoiceParty } from '../../src/core/invoice-document';
-import { pennies } from '../../src/core/money';
-import { decimal, toDecimalString } from '../../src/core/decimal';
+import { minorUnits, pennies } from '../../src/core/money';
+import { decimal, toDecimalString, toDecimalStringMinPlaces } from '../../src/core/decimal';
 import type { Db } from './database';
 import type { Knex } from 'knex';
 
@@ -70,7 +70,7 @@ export async function loadInvoiceDocument(db: Db | Knex.Transaction, invoiceId: 
       kind: l.kind,
       description: l.description,
       quantity: toDecimalString(decimal(l.quantity)),
-      unitPrice: l.unit_price === null ? null : toDecimalString(decimal(l.unit_price)),
+      unitPrice: l.unit_price === null ? null : toDecimalStringMinPlaces(decimal(l.unit_price), minorUnits(inv.currency.trim())),
       amount: pennies(l.amount_pennies),
     })),
   };

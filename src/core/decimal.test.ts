@@ -20,6 +20,7 @@ import {
   sub,
   sum,
   toDecimalString,
+  toDecimalStringMinPlaces,
 } from './decimal';
 
 /** Any decimal with at most 30 digits and scale 0..12, not necessarily normalised. */
@@ -355,5 +356,18 @@ describe('coefficientAt', () => {
     expect(coefficientAt(decimal('-3'), 2)).toBe(-300n);
     expect(() => coefficientAt(decimal('1.25'), 1)).toThrow(RangeError);
     expect(() => coefficientAt(decimal('1.25'), 1)).toThrow('cannot express scale 2 at scale 1 without rounding');
+  });
+});
+
+describe('toDecimalStringMinPlaces', () => {
+  it.each([
+    ['39.9', 2, '39.90'],
+    ['1250', 2, '1250.00'],
+    ['0.0525', 2, '0.0525'],
+    ['-3', 2, '-3.00'],
+    ['0', 0, '0'],
+    ['12.500', 1, '12.5'],
+  ])('%s with at least %i places is %s', (input, places, expected) => {
+    expect(toDecimalStringMinPlaces(decimal(input), places)).toBe(expected);
   });
 });

@@ -140,3 +140,10 @@ export function toDecimalString(d: Decimal): string {
 export function fractionDigits(d: Decimal): number {
   return normalize(d).scale;
 }
+
+/** Canonical text with at least `places` digits after the point: a price of 39.9 EUR reads "39.90". */
+export function toDecimalStringMinPlaces(d: Decimal, places: number): string {
+  const n = normalize(d);
+  if (n.scale >= places) return toDecimalString(n);
+  return toDecimalString({ coefficient: n.coefficient * 10n ** BigInt(places - n.scale), scale: places });
+}
