@@ -143,7 +143,9 @@ export function fractionDigits(d: Decimal): number {
 
 /** Canonical text with at least `places` digits after the point: a price of 39.9 EUR reads "39.90". */
 export function toDecimalStringMinPlaces(d: Decimal, places: number): string {
-  const n = normalize(d);
-  if (n.scale >= places) return toDecimalString(n);
-  return toDecimalString({ coefficient: n.coefficient * 10n ** BigInt(places - n.scale), scale: places });
+  const text = toDecimalString(d);
+  const point = text.indexOf('.');
+  const have = point === -1 ? 0 : text.length - point - 1;
+  if (have >= places) return text;
+  return (point === -1 ? `${text}.` : text) + '0'.repeat(places - have);
 }
