@@ -8,17 +8,20 @@ export function formatInvoiceNumber(year: number, seq: number): string {
 
 const KIND_ORDER = ['charge', 'fee', 'surcharge', 'discount', 'adjustment', 'credit'];
 
+// A fixed collation: a bare localeCompare follows the machine's LANG, and in Danish "AA" sorts after "AZ".
+const collate = new Intl.Collator('en').compare;
+
 /** Lines read per account, then period, product and kind (charges before what modifies them). */
 export function compareLines(
   a: Pick<InvoiceDocumentLine, 'accountCode' | 'usagePeriod' | 'productCode' | 'kind' | 'unitPrice'>,
   b: Pick<InvoiceDocumentLine, 'accountCode' | 'usagePeriod' | 'productCode' | 'kind' | 'unitPrice'>,
 ): number {
   return (
-    a.accountCode.localeCompare(b.accountCode) ||
-    a.usagePeriod.localeCompare(b.usagePeriod) ||
-    a.productCode.localeCompare(b.productCode) ||
+    collate(a.accountCode, b.accountCode) ||
+    collate(a.usagePeriod, b.usagePeriod) ||
+    collate(a.productCode, b.productCode) ||
     KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) ||
-    (a.unitPrice ?? '').localeCompare(b.unitPrice ?? '')
+    collate(a.unitPrice ?? '', b.unitPrice ?? '')
   );
 }
 

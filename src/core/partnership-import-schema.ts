@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { SUPPORTED_CURRENCIES } from './money';
 import { isValidTimeZone } from './period';
+import { Temporal } from 'temporal-polyfill';
 import { ROUNDING_MODES } from './rounding';
 import { decimalStringSchema, productCodeSchema } from './rating/rule-schema';
 import { ruleSetSchema } from './rating/registry';
@@ -12,12 +13,25 @@ import { parseDecimal, sum, compare, decimal } from './decimal';
  * JavaScript float; numbers and booleans are converted here, explicitly.
  */
 const code = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'codes are 1-64 letters, digits, _ or -');
-const date = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'dates are YYYY-MM-DD');
+// The shape alone lets 2026-02-30 through, which PostgreSQL would refuse mid-import with no path in the file.
+const DATE = /^\d{4}-\d{2}-\d{2}$/;
+const date = z.string().regex(DATE, 'dates are YYYY-MM-DD').refine((s) => !DATE.test(s) || isCalendarDate(s), {
+  error: (iss) => `${String(iss.input)} is not a date in the calendar`,
+});
 const int = (min: number, max: number) =>
   z.union([z.number().int(), z.string().regex(/^\d+$/, 'must be a whole number').transform(Number)]).pipe(z.number().int().min(min).max(max));
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((s) => s === 'true')]);
 const email = z.string().regex(/^[^\s@<>,;]+@[^\s@<>,;]+\.[^\s@<>,;]+$/, 'must be an email address');
 const optionalText = z.string().optional();
+
+function isCalendarDate(s: string): boolean {
+  try {
+    Temporal.PlainDate.from(s, { overflow: 'reject' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export const partnerSchema = z.object({
   code,

@@ -228,14 +228,14 @@ describe('previousPeriod and nextPeriod', () => {
 
 describe('isPeriodClosed', () => {
   const end = at('2026-11-01T00:00:00Z');
-  it.each<[string, Temporal.Instant, boolean]>([
-    ['exactly at the end', end, true],
-    ['1 ns before the end', end.subtract({ nanoseconds: 1 }), false],
-    ['1 ns after the end', end.add({ nanoseconds: 1 }), true],
-    ['at the start', at('2026-09-30T23:00:00Z'), false],
-    ['on 31 October at 23:30 UTC (still October in London)', at('2026-10-31T23:30:00Z'), false],
-    ['a year later', at('2027-11-01T00:00:00Z'), true],
-  ])('October 2026 in London, %s -> %s', (_label, now, closed) => {
+  it.each<[string, boolean, Temporal.Instant]>([
+    ['exactly at the end', true, end],
+    ['1 ns before the end', false, end.subtract({ nanoseconds: 1 })],
+    ['1 ns after the end', true, end.add({ nanoseconds: 1 })],
+    ['at the start', false, at('2026-09-30T23:00:00Z')],
+    ['on 31 October at 23:30 UTC (still October in London)', false, at('2026-10-31T23:30:00Z')],
+    ['a year later', true, at('2027-11-01T00:00:00Z')],
+  ])('October 2026 in London, %s -> %s', (_label, closed, now) => {
     expect(isPeriodClosed('2026-10', LONDON, now)).toBe(closed);
   });
 

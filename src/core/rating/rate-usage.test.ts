@@ -40,15 +40,15 @@ describe('ruleVersionFor', () => {
   const versions = [version(2, '2026-07-01'), version(1, '2026-01-01'), version(3, '2027-01-01')];
   const midnightJuly = at('2026-06-30T22:00:00Z'); // 2026-07-01 00:00 in Berlin (CEST)
 
-  it.each<[string, Temporal.Instant, number | undefined]>([
-    ['at local midnight of 2026-07-01 in Berlin (22:00Z the day before)', midnightJuly, 2],
-    ['1 ns before that midnight', midnightJuly.subtract({ nanoseconds: 1 }), 1],
-    ['at 2026-07-01T00:00:00Z, two hours into the version', at('2026-07-01T00:00:00Z'), 2],
-    ['at local midnight of 2026-01-01 (23:00Z the day before)', at('2025-12-31T23:00:00Z'), 1],
-    ['1 ns before the first version', at('2025-12-31T23:00:00Z').subtract({ nanoseconds: 1 }), undefined],
-    ['long after every version: the latest wins', at('2030-01-01T00:00:00Z'), 3],
-    ['at local midnight of 2027-01-01', at('2026-12-31T23:00:00Z'), 3],
-  ])('%s -> version %s', (_label, startedAt, expected) => {
+  it.each<[string, number | undefined, Temporal.Instant]>([
+    ['at local midnight of 2026-07-01 in Berlin (22:00Z the day before)', 2, midnightJuly],
+    ['1 ns before that midnight', 1, midnightJuly.subtract({ nanoseconds: 1 })],
+    ['at 2026-07-01T00:00:00Z, two hours into the version', 2, at('2026-07-01T00:00:00Z')],
+    ['at local midnight of 2026-01-01 (23:00Z the day before)', 1, at('2025-12-31T23:00:00Z')],
+    ['1 ns before the first version', undefined, at('2025-12-31T23:00:00Z').subtract({ nanoseconds: 1 })],
+    ['long after every version: the latest wins', 3, at('2030-01-01T00:00:00Z')],
+    ['at local midnight of 2027-01-01', 3, at('2026-12-31T23:00:00Z')],
+  ])('%s -> version %s', (_label, expected, startedAt) => {
     expect(ruleVersionFor(versions, startedAt, BERLIN)?.id).toBe(expected);
   });
 
@@ -186,7 +186,7 @@ describe('rateUsage: rounding is named and happens once', () => {
     ['0.0001 h x 42.50 = 0.00425', '0.0001', 'half_up', 0n],
     ['0 h', '0', 'half_up', 0n],
     ['12 h x 42.50 = 510', '12', 'half_even', 51000n],
-  ])('%s -> %i pennies (%s)', (_label, quantity, mode, expected) => {
+  ])('%s (quantity %s, %s) -> %s pennies', (_label, quantity, mode, expected) => {
     expect(amountsOf(ratedOk(rateUsage(usageOf(quantity), v, whole(1), gbp(mode))))).toEqual([expected]);
   });
 
@@ -196,7 +196,7 @@ describe('rateUsage: rounding is named and happens once', () => {
     ['0.111111', 'half_up', 0n], // 0.004999995: rounding twice (to 0.005, then 0.01) would give 1
     ['-1234.567891', 'half_up', -5556n],
     ['34100000000000000001', 'half_up', 153450000000000000005n], // above 2^53 and exact: x 0.045 = 1534500000000000000.045
-  ])('%s h x 0.045 -> %i pennies (%s)', (quantity, mode, expected) => {
+  ])('%s h x 0.045 (%s) -> %s pennies', (quantity, mode, expected) => {
     expect(amountsOf(ratedOk(rateUsage(usageOf(quantity, 'CPU'), v, whole(1), gbp(mode))))).toEqual([expected]);
   });
 
