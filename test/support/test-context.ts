@@ -8,7 +8,8 @@ import { type Clock, fixedClock } from '../../src/clock';
 import { loadConfig } from '../../src/config';
 import { type Deps, closeDeps, createDeps } from '../../src/deps';
 import { type RunningWorkers, startWorkers } from '../../jobs/worker';
-import { TEMPLATE_DATABASE, testDatabaseUrl, testRedisUrl } from './test-env';
+import { inject } from 'vitest';
+import { testDatabaseUrl, testRedisUrl } from './test-env';
 
 export const TEST_TOKEN = 'test-admin-token-0123456789abcdef';
 
@@ -29,7 +30,7 @@ export async function createTestContext(opts: { env?: Record<string, string>; cl
   const id = randomBytes(4).toString('hex');
   const database = `billing_test_${process.pid}_${id}`;
   const databaseUrl = testDatabaseUrl(database);
-  await ensureDatabase(databaseUrl, TEMPLATE_DATABASE);
+  await ensureDatabase(databaseUrl, inject('templateDatabase'));
   const dir = await mkdtemp(path.join(os.tmpdir(), `billing-test-${id}-`));
   const inboxDir = path.join(dir, 'inbox');
   const outboxDir = path.join(dir, 'outbox');

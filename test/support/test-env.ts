@@ -1,6 +1,4 @@
 /** Where tests find their servers. Override with TEST_DATABASE_URL / TEST_REDIS_URL. */
-export const TEMPLATE_DATABASE = 'billing_test_template';
-
 export function testDatabaseUrl(database: string): string {
   const base = new URL(process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/billing_test');
   base.pathname = `/${database}`;
