@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 
+import type { FeedProfile } from '../../src/core/feed-profile';
 import type { RawUsageFields } from '../../src/core/usage-fields';
 
 export { CANONICAL_FIELDS, REQUIRED_FIELDS } from '../../src/core/usage-fields';
@@ -14,7 +15,13 @@ export interface RowPosition {
 /** One item a format adapter yields, in file order. Row-level problems are values, never thrown. */
 export type FeedItem =
   | ({ kind: 'row'; fields: RawUsageFields } & RowPosition)
-  | ({ kind: 'row-error'; field?: string; message: string; raw?: string } & RowPosition);
+  | ({ kind: 'row-error'; field?: string; message: string; raw?: string } & RowPosition)
+  /**
+   * Control totals the file declares about itself (a CSV trailer row, XML root attributes), as raw
+   * strings; the ingest compares them with what it read and rejects the file on a mismatch. Yielded
+   * once, at the point the format reveals them (a trailer comes last, root attributes first).
+   */
+  | { kind: 'control'; recordCount?: string; quantitySum?: string; line?: number };
 
 export interface FeedHeader {
   /** Partner code declared inside the file (the XML `partner` attribute), if the format carries one. */
@@ -24,6 +31,8 @@ export interface FeedHeader {
 export interface FeedReadContext {
   /** The file's name, for error messages. */
   fileName: string;
+  /** The partner's feed profile (column/element names, delimiter, trailer...). Absent: the canonical format. */
+  profile?: FeedProfile;
 }
 
 /**

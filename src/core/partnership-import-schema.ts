@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { feedProfileSchema } from './feed-profile';
+import { flexibleBoolean, flexibleInt } from './schema-helpers';
 import { SUPPORTED_CURRENCIES } from './money';
 import { isValidTimeZone } from './period';
 import { Temporal } from 'temporal-polyfill';
@@ -18,9 +20,8 @@ const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const date = z.string().regex(DATE, 'dates are YYYY-MM-DD').refine((s) => !DATE.test(s) || isCalendarDate(s), {
   error: (iss) => `${String(iss.input)} is not a date in the calendar`,
 });
-const int = (min: number, max: number) =>
-  z.union([z.number().int(), z.string().regex(/^\d+$/, 'must be a whole number').transform(Number)]).pipe(z.number().int().min(min).max(max));
-const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((s) => s === 'true')]);
+const int = flexibleInt;
+const bool = flexibleBoolean;
 const email = z.string().regex(/^[^\s@<>,;]+@[^\s@<>,;]+\.[^\s@<>,;]+$/, 'must be an email address');
 const optionalText = z.string().optional();
 
@@ -39,6 +40,8 @@ export const partnerSchema = z.object({
   name: z.string().min(1).max(200),
   email: email.optional(),
   address: optionalText,
+  /** How this partner's feeds are spelled; absent: the canonical CSV and XML formats. */
+  feed_profile: feedProfileSchema.optional(),
 }).strict();
 
 export const productSchema = z.object({

@@ -65,12 +65,13 @@ const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f]/;
 
 /**
  * Checks one raw row and turns it into a usage ready to store, or lists every problem with it.
- * Pure: all lookups come in `ctx`.
+ * Pure: all lookups come in `ctx`. `original` is the row as the feed spelled it, before a profile
+ * normalised it, so errors quote what the partner actually sent.
  */
-export function validateUsage(raw: RawUsageFields, ctx: ValidationContext): UsageValidation {
+export function validateUsage(raw: RawUsageFields, ctx: ValidationContext, original: RawUsageFields = raw): UsageValidation {
   const errors: FieldError[] = [];
   const fail = (field: string, code: string, message: string): undefined => {
-    errors.push({ field, code, message, raw: raw[field as keyof RawUsageFields] });
+    errors.push({ field, code, message, raw: original[field as keyof RawUsageFields] });
     return undefined;
   };
   const text = (field: keyof RawUsageFields, required: boolean, max: number): string | null | undefined => {

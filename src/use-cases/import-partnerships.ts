@@ -60,7 +60,13 @@ export async function importPartnerships(deps: Deps, doc: ImportDocument, actor:
 
     const partnerIds = new Map<string, string>();
     for (const p of doc.partners) {
-      partnerIds.set(p.code, await upsert('partners', { code: p.code }, { kind: p.kind, name: p.name, email: p.email ?? null, address: p.address ?? null }));
+      partnerIds.set(p.code, await upsert('partners', { code: p.code }, {
+        kind: p.kind,
+        name: p.name,
+        email: p.email ?? null,
+        address: p.address ?? null,
+        feed_profile: p.feed_profile ? JSON.stringify(p.feed_profile) : null,
+      }));
     }
     const productIds = new Map<string, string>();
     for (const p of doc.products) {

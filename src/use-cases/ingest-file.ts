@@ -5,8 +5,10 @@ import { adapterForFormat } from '../../adapters/formats/registry';
 import { FeedFileError, type FeedItem } from '../../adapters/formats/types';
 import { locateStored, moveInto, resolveInside, storedPath } from '../../adapters/inbox/inbox-store';
 import { loadPartnershipsOfCustomer, loadProducts } from '../../adapters/db/partnership-repository';
-import { toDecimalString } from '../core/decimal';
-import { type ValidUsage, type ValidationContext, validateUsage } from '../core/validate-usage';
+import { type Decimal, ZERO, add, compare, decimal, mul, parseDecimal, toDecimalString } from '../core/decimal';
+import { DEFAULT_FEED_PROFILE, type FeedProfile, feedProfileSchema } from '../core/feed-profile';
+import { normalizeRow } from '../core/normalize-row';
+import { type FieldError, type ValidUsage, type ValidationContext, validateUsage } from '../core/validate-usage';
 import type { Deps } from '../deps';
 import { PermanentError, RetryableError } from './errors';
 import { bindings } from '../../adapters/db/bindings';
@@ -41,6 +43,12 @@ interface Chunk {
   lastRecord: number;
   usages: PendingUsage[];
   errors: RowError[];
+  /** Sum of every readable quantity in the chunk, good rows and bad, for control totals. */
+  quantitySum: Decimal;
+}
+
+interface IngestContext extends ValidationContext {
+  profile: FeedProfile;
 }
 
 export type IngestOutcome =
@@ -74,11 +82,16 @@ export async function ingestFile(deps: Deps, fileId: number, onProgress?: (recor
 
   const ctx = await validationContext(deps, file);
   let chunk = newChunk(file.records_committed + 1);
+  let control: Extract<FeedItem, { kind: 'control' }> | undefined;
   try {
     const input = createReadStream(resolveInside(config.inboxDir, relative));
     const adapter = adapterForFormat(file.format);
     if (adapter.sniff && file.format === 'xml') await checkDeclaredPartner(deps, file, relative);
-    for await (const item of adapter.read(input, { fileName: file.name })) {
+    for await (const item of adapter.read(input, { fileName: file.name, profile: ctx.profile })) {
+      if (item.kind === 'control') {
+        control = item;
+        continue;
+      }
       if (item.record <= file.records_committed) continue; // committed before a crash
       addItem(chunk, item, ctx);
       if (chunk.usages.length + chunk.errors.length >= config.ingestChunkRows) {
@@ -93,6 +106,8 @@ export async function ingestFile(deps: Deps, fileId: number, onProgress?: (recor
     if (err instanceof FeedFileError) return reject(deps, file, err.message);
     throw err;
   }
+  const refusal = await checkWholeFile(db, file, ctx.profile, control);
+  if (refusal) return reject(deps, file, refusal);
 
   const done = await db('usage_files')
     .where({ id: fileId, status: 'parsing' })
@@ -124,13 +139,15 @@ async function startParsing(db: Knex, fileId: number): Promise<FileRow | undefin
   return rows[0];
 }
 
-async function validationContext(deps: Deps, file: FileRow): Promise<ValidationContext> {
-  const [partnerships, productsByCode] = await Promise.all([
+async function validationContext(deps: Deps, file: FileRow): Promise<IngestContext> {
+  const [partnerships, productsByCode, partner] = await Promise.all([
     loadPartnershipsOfCustomer(deps.db, Number(file.partner_id)),
     loadProducts(deps.db),
+    deps.db('partners').where('id', file.partner_id).first<{ feed_profile: unknown }>('feed_profile'),
   ]);
   const now = deps.clock.now();
   return {
+    profile: partner.feed_profile ? feedProfileSchema.parse(partner.feed_profile) : DEFAULT_FEED_PROFILE,
     partnerCode: file.partner_code,
     partnerships,
     productsByCode,
@@ -149,23 +166,64 @@ async function checkDeclaredPartner(deps: Deps, file: FileRow, relative: string)
 }
 
 function newChunk(firstRecord: number): Chunk {
-  return { firstRecord, lastRecord: firstRecord - 1, usages: [], errors: [] };
+  return { firstRecord, lastRecord: firstRecord - 1, usages: [], errors: [], quantitySum: ZERO };
 }
 
-function addItem(chunk: Chunk, item: FeedItem, ctx: ValidationContext): void {
+function addItem(chunk: Chunk, item: Exclude<FeedItem, { kind: 'control' }>, ctx: IngestContext): void {
   chunk.lastRecord = item.record;
   const line = item.line ?? null;
+  const pushErrors = (errors: FieldError[]) => {
+    for (const e of errors) chunk.errors.push({ record: item.record, line, field: e.field, code: e.code, message: e.message, raw: e.raw ?? null });
+  };
   if (item.kind === 'row-error') {
     chunk.errors.push({ record: item.record, line, field: item.field ?? null, code: 'malformed_row', message: item.message, raw: item.raw ?? null });
     return;
   }
-  const result = validateUsage(item.fields, ctx);
+  const normalized = normalizeRow(item.fields, ctx.profile);
+  if (!normalized.ok) return pushErrors(normalized.errors);
+  const quantity = parseDecimal(normalized.fields.quantity ?? '');
+  if (quantity.ok) chunk.quantitySum = add(chunk.quantitySum, quantity.value);
+  const result = validateUsage(normalized.fields, ctx, item.fields);
   if (result.ok) chunk.usages.push({ ...result.usage, record: item.record, line });
-  else {
-    for (const e of result.errors) {
-      chunk.errors.push({ record: item.record, line, field: e.field, code: e.code, message: e.message, raw: e.raw ?? null });
+  else pushErrors(result.errors);
+}
+
+/**
+ * Checks that need the whole file: the control totals it declares about itself, and the partner's
+ * tolerance for bad rows. Returns why the file is refused, or undefined.
+ */
+async function checkWholeFile(
+  db: Knex,
+  file: FileRow,
+  profile: FeedProfile,
+  control: Extract<FeedItem, { kind: 'control' }> | undefined,
+): Promise<string | undefined> {
+  const row = await db('usage_files').where('id', file.id).first<{ rows_read: number; rows_rejected: number; quantity_read: string }>(
+    'rows_read', 'rows_rejected', 'quantity_read',
+  );
+  const where = control?.line !== undefined ? ` (line ${control.line})` : '';
+  if (control?.recordCount !== undefined && control.recordCount.trim() !== String(row.rows_read)) {
+    return `${file.name}: control total mismatch${where}: the file declares ${control.recordCount.trim()} records, ${row.rows_read} were read`;
+  }
+  if (control?.quantitySum !== undefined) {
+    const normalized = normalizeRow({ quantity: control.quantitySum.trim() }, profile);
+    const declared = normalized.ok ? parseDecimal(normalized.fields.quantity ?? '') : undefined;
+    if (!declared?.ok) return `${file.name}: control total${where}: the declared quantity sum "${control.quantitySum}" is not a number`;
+    if (compare(declared.value, decimal(row.quantity_read)) !== 0) {
+      return `${file.name}: control total mismatch${where}: the file declares a quantity sum of ${control.quantitySum.trim()}, the rows add up to ${toDecimalString(decimal(row.quantity_read))}`;
     }
   }
+  if (row.rows_rejected > 0 && profile.reject_file_on_any_error) {
+    return `${file.name}: ${row.rows_rejected} of ${row.rows_read} rows have errors and the partner's profile rejects a file with any error`;
+  }
+  if (profile.max_error_rate !== undefined && row.rows_read > 0) {
+    // rejected / read > rate, compared exactly as rejected > rate x read.
+    const rate = decimal(profile.max_error_rate);
+    if (compare(decimal(BigInt(row.rows_rejected)), mul(rate, decimal(BigInt(row.rows_read)))) > 0) {
+      return `${file.name}: ${row.rows_rejected} of ${row.rows_read} rows have errors, above the partner's limit of ${profile.max_error_rate}`;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -202,6 +260,7 @@ async function commitChunk(db: Knex, file: FileRow, chunk: Chunk): Promise<void>
         rows_accepted: tx.raw('rows_accepted + ?', [inserted.size]),
         rows_rejected: tx.raw('rows_rejected + ?', [rejectedRecords]),
         rows_duplicate: tx.raw('rows_duplicate + ?', [duplicates.length]),
+        quantity_read: tx.raw('quantity_read + ?::numeric', [toDecimalString(chunk.quantitySum)]),
         updated_at: tx.fn.now(),
       });
   });
@@ -300,6 +359,7 @@ async function reject(deps: Deps, file: FileRow, error: string): Promise<IngestO
       rows_rejected: 0,
       rows_read: 0,
       records_committed: 0,
+      quantity_read: 0,
     });
   });
   const relative = await locateStored(deps.config.inboxDir, file.stored_path, file.partner_code, Number(file.id), file.name);

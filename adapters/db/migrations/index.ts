@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as initialSchema from './0001-initial-schema';
+import * as feedProfiles from './0002-feed-profiles-and-control-totals';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -10,7 +11,10 @@ interface Migration {
  * Migrations are listed here rather than discovered on disk, so that they run the same under tsx,
  * vitest and any bundler, and a missing file is a type error rather than a silent skip.
  */
-const migrations: ReadonlyArray<readonly [string, Migration]> = [['0001-initial-schema', initialSchema]];
+const migrations: ReadonlyArray<readonly [string, Migration]> = [
+  ['0001-initial-schema', initialSchema],
+  ['0002-feed-profiles-and-control-totals', feedProfiles],
+];
 
 export const migrationSource: Knex.MigrationSource<string> = {
   getMigrations: () => Promise.resolve(migrations.map(([name]) => name)),
