@@ -214,7 +214,7 @@ describe('csvAdapter', () => {
   it('stops reading the file when the consumer stops', async () => {
     const file = input(`usage_id,product,user,quantity,start_time\n${'U1,CPU,alice,1,t\n'.repeat(10_000)}`);
     for await (const item of csvAdapter.read(file, ctx)) {
-      expect(item.record).toBe(1);
+      expect(item).toMatchObject({ kind: 'row', record: 1 });
       break;
     }
     await vi.waitFor(() => expect(file.destroyed).toBe(true));

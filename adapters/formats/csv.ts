@@ -1,15 +1,7 @@
 import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
 import { parse } from 'fast-csv';
-import {
-  CANONICAL_FIELDS,
-  FeedFileError,
-  REQUIRED_FIELDS,
-  type CanonicalField,
-  type FeedAdapter,
-  type FeedItem,
-  type FeedReadContext,
-  type RawUsageFields,
-} from './types';
+import { columnsOfHeader, csvLayoutOf, type CsvColumns, type CsvDelimiter, type CsvLayout } from './csv-layout';
+import { FeedFileError, type FeedAdapter, type FeedItem, type FeedReadContext, type RawUsageFields } from './types';
 import { InvalidUtf8Error, StrictUtf8Decoder, countByteLineBreaks, countLineBreaks } from './utf8-text';
 
 export interface CsvAdapterOptions {
@@ -34,21 +26,29 @@ export function createCsvAdapter(options: CsvAdapterOptions = {}): FeedAdapter {
 
 export const csvAdapter: FeedAdapter = createCsvAdapter();
 
-const OPTIONAL_FIELDS: readonly CanonicalField[] = CANONICAL_FIELDS.filter((f) => !REQUIRED_FIELDS.includes(f));
-const EXPECTED_HEADER = `${REQUIRED_FIELDS.join(', ')} (required) and ${OPTIONAL_FIELDS.join(', ')} (optional)`;
+type ControlItem = Extract<FeedItem, { kind: 'control' }>;
 
 async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: number): AsyncGenerator<FeedItem> {
-  const guard = new CsvGuard(ctx.fileName, maxRecordChars);
+  let layout: CsvLayout;
+  try {
+    layout = csvLayoutOf(ctx.profile, ctx.fileName);
+  } catch (error) {
+    input.destroy();
+    throw error;
+  }
+  const guard = new CsvGuard(ctx.fileName, maxRecordChars, layout.delimiter);
   // headers: false, so that we see every physical row: blank ones keep the line count exact, and the
   // header itself is checked here. fast-csv's header mode pads short rows with '' unless told to be
   // strict and reports a duplicate header as a bare Error.
-  const parser = parse({ headers: false, ignoreEmpty: false });
+  const parser = parse({ headers: false, ignoreEmpty: false, delimiter: layout.delimiter });
   pipeline(input, guard, parser, () => {
     // Errors reach the loop below through the parser's iterator; this callback only keeps pipeline
     // from reporting them a second time.
   });
 
-  let columns: Columns | undefined;
+  const { trailer } = layout;
+  let columns: CsvColumns | undefined;
+  let control: ControlItem | undefined;
   let record = 0;
   // fast-csv does not report positions, but it keeps every character of a quoted value and ends each
   // row at exactly one LF, CRLF or CR, so the breaks inside a row's values plus one give the next start.
@@ -60,13 +60,21 @@ async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: n
       // fast-csv yields [] for an empty or whitespace-only line.
       if (row.length === 0) continue;
       if (columns === undefined) {
-        columns = columnsOfHeader(row, ctx.fileName, line);
+        columns = columnsOfHeader(row, layout, ctx.fileName, line);
+        continue;
+      }
+      if (control !== undefined) {
+        // Totals that rows follow would not cover them: the file was assembled wrongly, or appended to.
+        throw new FeedFileError(ctx.fileName, `line ${line}: a row follows the trailer row on line ${control.line}; the trailer must be the last row`);
+      }
+      if (trailer !== undefined && row[0] === trailer.marker) {
+        control = controlOfTrailer(row, columns, line, ctx.fileName);
         continue;
       }
       record += 1;
-      if (row.length !== columns.names.length) {
+      if (row.length !== columns.fields.length) {
         // Never padded or truncated into a row: a blank where a value should be must not be billed.
-        yield { kind: 'row-error', record, line, message: `has ${row.length} columns, the header has ${columns.names.length}` };
+        yield { kind: 'row-error', record, line, message: `has ${row.length} columns, the header has ${columns.fields.length}` };
         continue;
       }
       yield { kind: 'row', record, line, fields: fieldsOfRow(row, columns) };
@@ -80,8 +88,32 @@ async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: n
     throw error;
   }
   if (columns === undefined) {
-    throw new FeedFileError(ctx.fileName, `the file is empty: expected a header row with ${EXPECTED_HEADER}`);
+    throw new FeedFileError(ctx.fileName, `the file is empty: expected a header row with ${layout.expected}`);
   }
+  if (trailer !== undefined) {
+    // The totals exist to catch a file cut short; a file without them cannot be checked, so it is not
+    // read as complete. Held back until the end so that a control item always means "nothing follows".
+    if (control === undefined) {
+      throw new FeedFileError(
+        ctx.fileName,
+        `the file has no trailer row (a last row starting with ${JSON.stringify(trailer.marker)}, as the partner's feed profile requires): it may have been cut short`,
+      );
+    }
+    yield control;
+  }
+}
+
+/** The trailer's totals, raw. It may stop short of the header's width; a cell it lacks is absent, never ''. */
+function controlOfTrailer(row: readonly string[], columns: CsvColumns, line: number, fileName: string): ControlItem {
+  if (row.length > columns.fields.length) {
+    throw new FeedFileError(fileName, `line ${line}: the trailer row has ${row.length} columns, the header has ${columns.fields.length}`);
+  }
+  const control: ControlItem = { kind: 'control', line };
+  const recordCount = columns.recordCountIndex === undefined ? undefined : row[columns.recordCountIndex];
+  const quantitySum = columns.quantitySumIndex === undefined ? undefined : row[columns.quantitySumIndex];
+  if (recordCount !== undefined) control.recordCount = recordCount;
+  if (quantitySum !== undefined) control.quantitySum = quantitySum;
+  return control;
 }
 
 function lineBreaksInRow(row: readonly string[]): number {
@@ -92,68 +124,13 @@ function lineBreaksInRow(row: readonly string[]): number {
   return n;
 }
 
-interface Columns {
-  names: readonly CanonicalField[];
-  /** Per column: may an empty value be left out of `fields`? */
-  optional: readonly boolean[];
-}
-
-function isCanonicalField(name: string): name is CanonicalField {
-  return (CANONICAL_FIELDS as readonly string[]).includes(name);
-}
-
-function columnsOfHeader(header: readonly string[], fileName: string, line: number): Columns {
-  const names: CanonicalField[] = [];
-  const seenAt = new Map<CanonicalField, number>();
-  const unknown: string[] = [];
-  const duplicate: string[] = [];
-  const empty: number[] = [];
-  header.forEach((raw, index) => {
-    // A BOM is normally dropped by the decoder; this covers a stream that was handed over as text.
-    const name = (index === 0 && raw.startsWith('\uFEFF') ? raw.slice(1) : raw).trim().toLowerCase();
-    const position = index + 1;
-    if (name === '') empty.push(position);
-    else if (!isCanonicalField(name)) unknown.push(JSON.stringify(raw));
-    else {
-      const first = seenAt.get(name);
-      if (first !== undefined) duplicate.push(`${name} (columns ${first} and ${position})`);
-      else seenAt.set(name, position);
-      names.push(name);
-    }
-  });
-  const missing = REQUIRED_FIELDS.filter((f) => !seenAt.has(f));
-
-  const problems: string[] = [];
-  if (missing.length > 0) problems.push(`missing required ${plural('column', missing.length)} ${missing.join(', ')}`);
-  if (unknown.length > 0) problems.push(`unknown ${plural('column', unknown.length)} ${unknown.join(', ')}`);
-  if (duplicate.length > 0) problems.push(`duplicate ${plural('column', duplicate.length)} ${duplicate.join(', ')}`);
-  if (empty.length > 0) problems.push(`empty column ${plural('name', empty.length)} at ${plural('position', empty.length)} ${empty.join(', ')}`);
-  if (problems.length > 0) {
-    const hint = header.length === 1 ? delimiterHint(header[0] ?? '') : '';
-    throw new FeedFileError(
-      fileName,
-      `line ${line}: the header row does not match the feed format: ${problems.join('; ')}.${hint} ` +
-        `Expected columns, in any order: ${EXPECTED_HEADER}. Found: ${header.map((h) => JSON.stringify(h)).join(', ')}.`,
-    );
-  }
-  return { names, optional: names.map((n) => !REQUIRED_FIELDS.includes(n)) };
-}
-
-function delimiterHint(onlyHeader: string): string {
-  const used = [';', '\t', '|'].find((d) => onlyHeader.includes(d));
-  return used === undefined ? '' : ` The header is one column containing ${JSON.stringify(used)}: columns must be separated by ",".`;
-}
-
-function plural(word: string, n: number): string {
-  return n === 1 ? word : `${word}s`;
-}
-
-function fieldsOfRow(row: readonly string[], columns: Columns): RawUsageFields {
+function fieldsOfRow(row: readonly string[], columns: CsvColumns): RawUsageFields {
   const fields: RawUsageFields = {};
-  const { names, optional } = columns;
+  const { fields: names, optional } = columns;
   for (let i = 0; i < names.length; i += 1) {
     const name = names[i];
     const value = row[i];
+    // An ignored column has no name; an empty optional value is the same as leaving it out.
     if (name === undefined || value === undefined || (value === '' && optional[i] === true)) continue;
     fields[name] = value;
   }
@@ -164,7 +141,6 @@ function fieldsOfRow(row: readonly string[], columns: Columns): RawUsageFields {
 const LF = 0x0a;
 const CR = 0x0d;
 const QUOTE = 0x22;
-const COMMA = 0x2c;
 const FIELD_START = 0;
 const UNQUOTED = 1;
 const QUOTED = 2;
@@ -176,7 +152,8 @@ const AFTER_CLOSING_QUOTE = 4;
  * know where each record starts, so that what fast-csv cannot report well (an unterminated quote, text
  * after a closing quote, a runaway record, a bad byte) fails fast with the line it happened on.
  * It mirrors fast-csv's rules: a field is quoted when its first non-blank character is a quote, `""`
- * inside quotes is a quote, and a record ends at LF, CRLF or CR outside quotes.
+ * inside quotes is a quote, and a record ends at LF, CRLF or CR outside quotes. The delimiter is tested
+ * before blanks, as fast-csv does, so that a tab-delimited file splits on its tabs.
  */
 class CsvGuard extends Transform {
   private readonly decoder = new StrictUtf8Decoder();
@@ -189,13 +166,16 @@ class CsvGuard extends Transform {
   private recordStart = 0;
   private recordLine = 1;
   private quoteLine = 1;
+  private readonly delimiter: number;
 
   constructor(
     private readonly fileName: string,
     private readonly maxRecordChars: number,
+    delimiter: CsvDelimiter,
   ) {
     // Strings out: fast-csv decodes Buffers with a lenient StringDecoder, but passes strings through.
     super({ readableObjectMode: true });
+    this.delimiter = delimiter.charCodeAt(0);
   }
 
   override _transform(chunk: unknown, _encoding: BufferEncoding, done: TransformCallback): void {
@@ -239,6 +219,7 @@ class CsvGuard extends Transform {
   private scan(text: string): void {
     // Locals rather than fields: this loop runs once per character of the file.
     let { state, line, afterCR, recordStart, recordLine, quoteLine } = this;
+    const delimiter = this.delimiter;
     const base = this.offset;
     for (let i = 0; i < text.length; i += 1) {
       const c = text.charCodeAt(i);
@@ -263,12 +244,12 @@ class CsvGuard extends Transform {
             quoteLine = line;
           } else if (newline) {
             state = FIELD_START;
-          } else if (c !== COMMA && !isBlank(c)) {
+          } else if (c !== delimiter && !isBlank(c)) {
             state = UNQUOTED;
           }
           break;
         case UNQUOTED:
-          if (c === COMMA) state = FIELD_START;
+          if (c === delimiter) state = FIELD_START;
           break;
         case QUOTED:
           if (c === QUOTE) state = QUOTE_IN_QUOTED;
@@ -276,7 +257,7 @@ class CsvGuard extends Transform {
         case QUOTE_IN_QUOTED:
         case AFTER_CLOSING_QUOTE:
           if (c === QUOTE && state === QUOTE_IN_QUOTED) state = QUOTED;
-          else if (c === COMMA) state = FIELD_START;
+          else if (c === delimiter) state = FIELD_START;
           else if (isBlank(c)) state = AFTER_CLOSING_QUOTE;
           else if (!newline) {
             throw this.fail(

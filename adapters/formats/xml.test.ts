@@ -124,9 +124,9 @@ describe('xmlAdapter.read', () => {
 
   it('gives each record the line of its start tag, however its markup is laid out', async () => {
     const items = await readAll('<usageFeed>\r\n<usage\r\n  id="U1"\r\n  quantity="1"><product>P</product><user>u</user><start>t</start></usage>\n\n<usage id="U2" product="P" user="u" quantity="2" start="t"/>\n</usageFeed>');
-    expect(items.map((i) => [i.record, i.line])).toEqual([
-      [1, 2],
-      [2, 6],
+    expect(items.map((i) => [i.kind, i.kind === 'control' ? undefined : i.record, i.line])).toEqual([
+      ['row', 1, 2],
+      ['row', 2, 6],
     ]);
   });
 
@@ -253,7 +253,7 @@ describe('xmlAdapter.read', () => {
   it('stops reading the file when the consumer stops', async () => {
     const file = input(`<usageFeed>${U1.repeat(10_000)}</usageFeed>`);
     for await (const item of xmlAdapter.read(file, ctx)) {
-      expect(item.record).toBe(1);
+      expect(item).toMatchObject({ kind: 'row', record: 1 });
       break;
     }
     expect(file.destroyed).toBe(true);

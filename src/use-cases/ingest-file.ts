@@ -86,7 +86,7 @@ export async function ingestFile(deps: Deps, fileId: number, onProgress?: (recor
   try {
     const input = createReadStream(resolveInside(config.inboxDir, relative));
     const adapter = adapterForFormat(file.format);
-    if (adapter.sniff && file.format === 'xml') await checkDeclaredPartner(deps, file, relative);
+    if (adapter.sniff) await checkDeclaredPartner(deps, file, relative, ctx.profile);
     for await (const item of adapter.read(input, { fileName: file.name, profile: ctx.profile })) {
       if (item.kind === 'control') {
         control = item;
@@ -157,9 +157,9 @@ async function validationContext(deps: Deps, file: FileRow): Promise<IngestConte
 }
 
 /** An XML feed names its partner; a file dropped in another partner's folder is refused. */
-async function checkDeclaredPartner(deps: Deps, file: FileRow, relative: string): Promise<void> {
+async function checkDeclaredPartner(deps: Deps, file: FileRow, relative: string, profile: FeedProfile): Promise<void> {
   const adapter = adapterForFormat(file.format);
-  const header = await adapter.sniff!(createReadStream(resolveInside(deps.config.inboxDir, relative)), { fileName: file.name });
+  const header = await adapter.sniff!(createReadStream(resolveInside(deps.config.inboxDir, relative)), { fileName: file.name, profile });
   if (header.partner !== undefined && header.partner !== file.partner_code) {
     throw new FeedFileError(file.name, `the feed declares partner "${header.partner}" but was received for partner "${file.partner_code}"`);
   }
