@@ -73,7 +73,7 @@ export async function listDrops(inboxDir: string, settleMs: number, nowMs: numbe
       if (!entry.isFile() || IN_PROGRESS.test(entry.name)) continue;
       const absolutePath = path.join(folder, entry.name);
       const stat = await fs.stat(absolutePath).catch(() => undefined);
-      if (!stat || nowMs - stat.mtimeMs < settleMs) continue;
+      if (!stat || (settleMs > 0 && nowMs - stat.mtimeMs < settleMs)) continue;
       drops.push({ partnerCode: dir.name, name: entry.name, absolutePath });
     }
   }

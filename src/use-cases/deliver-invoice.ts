@@ -1,5 +1,5 @@
 import { loadInvoiceDocument } from '../../adapters/db/invoice-repository';
-import { classifySendError } from '../../adapters/mail/mail-transport';
+import { type SendResult, classifySendError } from '../../adapters/mail/mail-transport';
 import { renderInvoiceEmail } from '../core/invoice-email';
 import type { Deps } from '../deps';
 import { PermanentError, RetryableError } from './errors';
@@ -55,8 +55,9 @@ export async function deliverInvoice(deps: Deps, deliveryId: number, opts: { fin
   if (claimed.next === 'unchanged') return { kind: 'unchanged', deliveryId, status: claimed.row.status };
 
   const { row } = claimed;
+  let result: SendResult;
   try {
-    const result = await mailer.send({
+    result = await mailer.send({
       messageId: row.message_id,
       to: row.recipients,
       subject: email.subject,
@@ -64,20 +65,11 @@ export async function deliverInvoice(deps: Deps, deliveryId: number, opts: { fin
       html: email.html,
       attachments: [{ filename: email.csvFileName, content: Buffer.from(email.csv, 'utf8'), contentType: 'text/csv; charset=utf-8' }],
     });
-    await db('email_deliveries').where('id', deliveryId).update({
-      status: 'sent',
-      sent_at: db.fn.now(),
-      last_response: result.response,
-      last_error: result.rejected.length > 0 ? `rejected recipients: ${result.rejected.join(', ')}` : null,
-      updated_at: db.fn.now(),
-    });
-    logger.info({ deliveryId, invoice: doc.number, messageId: row.message_id }, 'invoice email sent');
-    return { kind: 'sent', deliveryId, messageId: row.message_id, response: result.response };
   } catch (err) {
     const failure = classifySendError(err);
-    const give_up = failure.kind === 'permanent' || opts.finalAttempt;
+    const giveUp = failure.kind === 'permanent' || opts.finalAttempt;
     await db('email_deliveries').where('id', deliveryId).update({
-      status: give_up ? 'failed' : 'pending',
+      status: giveUp ? 'failed' : 'pending',
       last_error: failure.message,
       updated_at: db.fn.now(),
     });
@@ -85,4 +77,15 @@ export async function deliverInvoice(deps: Deps, deliveryId: number, opts: { fin
     if (failure.kind === 'permanent') throw new PermanentError(`delivery ${deliveryId} of ${doc.number}: ${failure.message}`);
     throw new RetryableError(`delivery ${deliveryId} of ${doc.number}: ${failure.message}`);
   }
+  // Outside the try on purpose: the server has the message now. If recording that fails, the row
+  // stays `sending` and the retry marks it `unknown` instead of sending a second copy.
+  await db('email_deliveries').where('id', deliveryId).update({
+    status: 'sent',
+    sent_at: db.fn.now(),
+    last_response: result.response,
+    last_error: result.rejected.length > 0 ? `rejected recipients: ${result.rejected.join(', ')}` : null,
+    updated_at: db.fn.now(),
+  });
+  logger.info({ deliveryId, invoice: doc.number, messageId: row.message_id }, 'invoice email sent');
+  return { kind: 'sent', deliveryId, messageId: row.message_id, response: result.response };
 }

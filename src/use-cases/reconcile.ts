@@ -22,7 +22,7 @@ export async function reconcile(deps: Deps): Promise<ReconcileSummary> {
   const { db, queues, config } = deps;
   const summary: ReconcileSummary = { orphansRegistered: 0, ingestsQueued: 0, ratingsQueued: 0, deliveriesQueued: 0 };
 
-  const nowMs = Number(deps.clock.now().epochMilliseconds);
+  const nowMs = Date.now(); // file modification times are wall-clock times
   const claimed = await listStage(config.inboxDir, 'processing');
   if (claimed.length > 0) {
     const known = new Set(

@@ -8,7 +8,8 @@ import { type RegisteredFile, registerFile, reserveFileId } from './register-fil
  * vanish and move on.
  */
 export async function scanInbox(deps: Deps): Promise<RegisteredFile[]> {
-  const drops = await listDrops(deps.config.inboxDir, deps.config.inbox.settleMs, Number(deps.clock.now().epochMilliseconds));
+  // Settling is about the file system, so it is measured with the file system's clock, not billing time.
+  const drops = await listDrops(deps.config.inboxDir, deps.config.inbox.settleMs, Date.now());
   const registered: RegisteredFile[] = [];
   for (const drop of drops) {
     const fileId = await reserveFileId(deps);

@@ -10,9 +10,7 @@ import { scanInbox } from '../../src/use-cases/scan-inbox';
 
 /**
  * Drops a file into a partner folder of the inbox the way an upstream system does (write aside,
- * then rename), dated an hour before the context's clock. The inbox only claims files that have
- * settled by that clock, and the test clock is pinned, so a file stamped with the wall clock could
- * look as if it had been written in the future and never be claimed.
+ * then rename), dated an hour ago, so it has settled however long the inbox waits for writers.
  */
 export async function dropSettled(deps: Deps, partnerCode: string, name: string, content: string | Buffer): Promise<string> {
   const folder = path.join(deps.config.inboxDir, partnerCode);
@@ -20,7 +18,7 @@ export async function dropSettled(deps: Deps, partnerCode: string, name: string,
   const target = path.join(folder, name);
   await writeFile(`${target}.part`, content);
   await rename(`${target}.part`, target);
-  const settledAt = new Date(Number(deps.clock.now().epochMilliseconds) - 3_600_000);
+  const settledAt = new Date(Date.now() - 3_600_000);
   await utimes(target, settledAt, settledAt);
   return target;
 }
