@@ -1,24 +1,11 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import YAML from 'yaml';
-import { z } from 'zod';
 import { DEMO_DIR, billPeriodThroughQueue, ingestThroughInbox } from '../src/cli/demo';
 import { importPartnerships, readImportFile } from '../src/use-cases/import-partnerships';
+import { type Expected, actualUsageCharges, readExpected } from './support/golden';
 import { findInvariantViolations } from './support/invariants';
 import { type SmtpSink, startSmtpSink } from './support/smtp-sink';
 import { type TestContext, createTestContext } from './support/test-context';
-
-const counts = z.object({ status: z.string(), read: z.number(), accepted: z.number(), rejected: z.number(), duplicate: z.number() });
-const expectedSchema = z.object({
-  period: z.string(),
-  files: z.record(z.string(), counts),
-  usage_charges: z.record(z.string(), z.number()),
-  invoices: z.record(
-    z.string(),
-    z.object({ number: z.string(), currency: z.string(), total: z.number(), recipients: z.array(z.string()), accounts: z.record(z.string(), z.number()) }),
-  ),
-});
 
 /**
  * The golden scenario: the fixture feeds go into the inbox, through the real queues, workers,
@@ -28,10 +15,10 @@ const expectedSchema = z.object({
 describe('the whole pipeline on the demo fixtures', () => {
   let sink: SmtpSink;
   let ctx: TestContext;
-  let expected: z.infer<typeof expectedSchema>;
+  let expected: Expected;
 
   beforeAll(async () => {
-    expected = expectedSchema.parse(YAML.parse(await readFile(path.join(DEMO_DIR, 'expected.yaml'), 'utf8')));
+    expected = await readExpected(DEMO_DIR);
     sink = await startSmtpSink();
     ctx = await createTestContext({ env: { SMTP_URL: sink.url, MAIL_FROM: 'Northbridge Billing <billing@northbridge.example>' } });
     await importPartnerships(ctx.deps, await readImportFile(path.join(DEMO_DIR, 'partnerships.yaml')), 'test');
@@ -65,12 +52,7 @@ describe('the whole pipeline on the demo fixtures', () => {
   });
 
   it('rates each usage to its hand-worked charge, split records adding up to it', async () => {
-    const rows = await ctx.deps.db('product_usages as u')
-      .join('billing_records as r', 'r.usage_id', 'u.id')
-      .join('transactions as t', 't.billing_record_id', 'r.id')
-      .groupBy('u.external_id')
-      .select<{ external_id: string; charge: string }[]>('u.external_id', ctx.deps.db.raw('sum(t.amount_pennies)::text AS charge'));
-    expect(Object.fromEntries(rows.map((r) => [r.external_id, Number(r.charge)]))).toEqual(expected.usage_charges);
+    expect(await actualUsageCharges(ctx.deps.db)).toEqual(expected.usage_charges);
   });
 
   it('issues one invoice per partnership with the hand-worked totals and emails it with its CSV', async () => {
