@@ -1,6 +1,6 @@
 import type { Db } from './database';
 
-export const FILE_STATUSES = ['received', 'parsing', 'parsed', 'rated', 'failed', 'duplicate'] as const;
+export const FILE_STATUSES = ['received', 'parsing', 'parsed', 'rated', 'failed', 'duplicate', 'superseded'] as const;
 export type FileStatus = (typeof FILE_STATUSES)[number];
 
 export interface FileSummary {
@@ -13,7 +13,8 @@ export interface FileSummary {
   sha256: string;
   sizeBytes: number;
   duplicateOf: number | null;
-  counts: { read: number; accepted: number; rejected: number; duplicate: number };
+  supersedes: number | null;
+  counts: { read: number; accepted: number; rejected: number; duplicate: number; unchanged: number; replaced: number; withdrawn: number };
   progress: { recordsCommitted: number };
   error: string | null;
   timings: { receivedAt: string; parseStartedAt: string | null; parsedAt: string | null; ratedAt: string | null; failedAt: string | null };
@@ -21,8 +22,8 @@ export interface FileSummary {
 
 interface FileRow {
   id: string; partner_code: string; name: string; format: string; source: string; status: FileStatus; sha256: string;
-  size_bytes: string; duplicate_of_file_id: string | null; rows_read: number; rows_accepted: number; rows_rejected: number;
-  rows_duplicate: number; records_committed: number; error: string | null; received_at: Date; parse_started_at: Date | null;
+  size_bytes: string; duplicate_of_file_id: string | null; supersedes_file_id: string | null; rows_read: number; rows_accepted: number; rows_rejected: number;
+  rows_duplicate: number; rows_unchanged: number; rows_replaced: number; rows_withdrawn: number; records_committed: number; error: string | null; received_at: Date; parse_started_at: Date | null;
   parsed_at: Date | null; rated_at: Date | null; failed_at: Date | null;
 }
 
@@ -39,7 +40,16 @@ function toSummary(r: FileRow): FileSummary {
     sha256: r.sha256,
     sizeBytes: Number(r.size_bytes),
     duplicateOf: r.duplicate_of_file_id === null ? null : Number(r.duplicate_of_file_id),
-    counts: { read: r.rows_read, accepted: r.rows_accepted, rejected: r.rows_rejected, duplicate: r.rows_duplicate },
+    supersedes: r.supersedes_file_id === null ? null : Number(r.supersedes_file_id),
+    counts: {
+      read: r.rows_read,
+      accepted: r.rows_accepted,
+      rejected: r.rows_rejected,
+      duplicate: r.rows_duplicate,
+      unchanged: r.rows_unchanged,
+      replaced: r.rows_replaced,
+      withdrawn: r.rows_withdrawn,
+    },
     progress: { recordsCommitted: r.records_committed },
     error: r.error,
     timings: { receivedAt: r.received_at.toISOString(), parseStartedAt: iso(r.parse_started_at), parsedAt: iso(r.parsed_at), ratedAt: iso(r.rated_at), failedAt: iso(r.failed_at) },

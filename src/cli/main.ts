@@ -87,12 +87,17 @@ export function buildCli(): Command {
     .command('ingest')
     .argument('<file>', 'a usage feed (.csv or .xml)')
     .option('--partner <code>', 'the partner the feed belongs to (XML feeds may name it themselves)')
+    .option('--supersedes <fileId>', 'this feed corrects an earlier file: changed usages are replaced, missing ones withdrawn', (v) => {
+      if (!/^[1-9]\d*$/.test(v)) throw new InvalidArgumentError('expected a file id');
+      return Number(v);
+    })
     .description('ingest and rate one feed in this process, showing progress')
-    .action((file: string, opts: { partner?: string }) =>
+    .action((file: string, opts: { partner?: string; supersedes?: number }) =>
       withDeps(async (deps) => {
         const result = await ingestLocalFile(deps, {
           file,
           ...(opts.partner ? { partnerCode: opts.partner } : {}),
+          ...(opts.supersedes ? { supersedes: opts.supersedes } : {}),
           onProgress: (records) => process.stderr.write(`\r${records} records processed`),
         });
         process.stderr.write('\n');

@@ -11,6 +11,7 @@ import { normalizeRow } from '../core/normalize-row';
 import { type FieldError, type ValidUsage, type ValidationContext, validateUsage } from '../core/validate-usage';
 import type { Deps } from '../deps';
 import { PermanentError, RetryableError } from './errors';
+import { type Supersession, applySupersession, resolveSupersession, stageSupersedingRows } from './supersede';
 import { bindings } from '../../adapters/db/bindings';
 
 interface FileRow {
@@ -22,6 +23,7 @@ interface FileRow {
   status: string;
   stored_path: string;
   records_committed: number;
+  supersedes_file_id: string | null;
 }
 
 interface RowError {
@@ -81,6 +83,7 @@ export async function ingestFile(deps: Deps, fileId: number, onProgress?: (recor
   if (!relative) return reject(deps, file, `the stored file ${file.stored_path} is missing from the inbox`);
 
   const ctx = await validationContext(deps, file);
+  const supersession = await resolveSupersession(db, file, ctx.profile);
   let chunk = newChunk(file.records_committed + 1);
   let control: Extract<FeedItem, { kind: 'control' }> | undefined;
   try {
@@ -95,12 +98,12 @@ export async function ingestFile(deps: Deps, fileId: number, onProgress?: (recor
       if (item.record <= file.records_committed) continue; // committed before a crash
       addItem(chunk, item, ctx);
       if (chunk.usages.length + chunk.errors.length >= config.ingestChunkRows) {
-        await commitChunk(db, file, chunk);
+        await commitChunk(db, file, chunk, supersession);
         onProgress?.(chunk.lastRecord);
         chunk = newChunk(chunk.lastRecord + 1);
       }
     }
-    await commitChunk(db, file, chunk);
+    await commitChunk(db, file, chunk, supersession);
     onProgress?.(chunk.lastRecord);
   } catch (err) {
     if (err instanceof FeedFileError) return reject(deps, file, err.message);
@@ -109,12 +112,18 @@ export async function ingestFile(deps: Deps, fileId: number, onProgress?: (recor
   const refusal = await checkWholeFile(db, file, ctx.profile, control);
   if (refusal) return reject(deps, file, refusal);
 
-  const done = await db('usage_files')
-    .where({ id: fileId, status: 'parsing' })
-    .update({ status: 'parsed', parsed_at: db.fn.now(), updated_at: db.fn.now() })
-    .returning<{ rows_read: number; rows_accepted: number; rows_rejected: number; rows_duplicate: number }[]>([
-      'rows_read', 'rows_accepted', 'rows_rejected', 'rows_duplicate',
-    ]);
+  // Applying a correction and marking the file parsed commit together, so neither happens twice or alone.
+  const done = await db.transaction(async (tx) => {
+    const locked = await tx('usage_files').where('id', fileId).forUpdate().first<{ status: string }>('status');
+    if (locked.status !== 'parsing') return [];
+    if (supersession) await applySupersession(tx, file, supersession);
+    return tx('usage_files')
+      .where({ id: fileId, status: 'parsing' })
+      .update({ status: 'parsed', parsed_at: tx.fn.now(), updated_at: tx.fn.now() })
+      .returning<{ rows_read: number; rows_accepted: number; rows_rejected: number; rows_duplicate: number }[]>([
+        'rows_read', 'rows_accepted', 'rows_rejected', 'rows_duplicate',
+      ]);
+  });
   const counts = done[0];
   if (!counts) throw new RetryableError(`file ${fileId} left the parsing state while being parsed`);
   await archive(deps, file, relative, 'archive');
@@ -135,7 +144,7 @@ async function startParsing(db: Knex, fileId: number): Promise<FileRow | undefin
     .where('id', fileId)
     .whereIn('status', ['received', 'parsing'])
     .update({ status: 'parsing', parse_started_at: db.raw('coalesce(parse_started_at, now())'), updated_at: db.fn.now() })
-    .returning<FileRow[]>(['id', 'partner_id', 'partner_code', 'name', 'format', 'status', 'stored_path', 'records_committed']);
+    .returning<FileRow[]>(['id', 'partner_id', 'partner_code', 'name', 'format', 'status', 'stored_path', 'records_committed', 'supersedes_file_id']);
   return rows[0];
 }
 
@@ -230,7 +239,7 @@ async function checkWholeFile(
  * Commits one chunk exactly once. The file row is locked and its cursor checked, so if a second
  * worker is parsing the same file (a lost lock), whichever commits a chunk second skips it.
  */
-async function commitChunk(db: Knex, file: FileRow, chunk: Chunk): Promise<void> {
+async function commitChunk(db: Knex, file: FileRow, chunk: Chunk, supersession: Supersession | undefined): Promise<void> {
   if (chunk.lastRecord < chunk.firstRecord) return;
   await db.transaction(async (tx) => {
     const locked = await tx('usage_files').where('id', file.id).forUpdate().first<{ records_committed: number; status: string }>('records_committed', 'status');
@@ -244,10 +253,15 @@ async function commitChunk(db: Knex, file: FileRow, chunk: Chunk): Promise<void>
     const seen = new Map<string, PendingUsage>();
     const repeats: PendingUsage[] = [];
     for (const u of chunk.usages) (seen.has(u.externalId) ? repeats : (seen.set(u.externalId, u), [])).push(u);
-    const candidates = [...seen.values()];
+    const firsts = [...seen.values()];
+    // Rows that correct the superseded file's usages wait until the whole file is read; one already
+    // set aside by an earlier chunk of this file is a repeat.
+    const staging = supersession ? await stageSupersedingRows(tx, file, supersession, firsts) : undefined;
+    const candidates = staging ? firsts.filter((u) => !staging.staged.has(u.externalId) && !staging.repeats.has(u.externalId)) : firsts;
     const inserted = new Set(await insertUsages(tx, file, candidates));
     const rejectedByDb = candidates.filter((u) => !inserted.has(u.externalId));
-    const duplicates = [...rejectedByDb, ...repeats];
+    const repeatedCorrections = staging ? firsts.filter((u) => staging.repeats.has(u.externalId)) : [];
+    const duplicates = [...rejectedByDb, ...repeatedCorrections, ...repeats];
     const duplicateErrors = await describeDuplicates(tx, file, duplicates);
 
     await insertErrors(tx, file, [...chunk.errors, ...duplicateErrors]);
@@ -278,7 +292,7 @@ async function insertUsages(tx: Knex.Transaction, file: FileRow, usages: Pending
                  ?::timestamptz[], ?::text[], ?::text[], ?::int[], ?::int[])
        AS u(partnership_id, external_id, product_id, user_ref, account_id, quantity, started_at, ended_at, period,
             description, source_record, source_line)
-     ON CONFLICT (partner_id, external_id) DO NOTHING
+     ON CONFLICT (partner_id, external_id) WHERE superseded_at IS NULL DO NOTHING
      RETURNING external_id`,
     bindings(
       file.partner_id,
@@ -347,6 +361,7 @@ async function reject(deps: Deps, file: FileRow, error: string): Promise<IngestO
   const { db } = deps;
   await db.transaction(async (tx) => {
     await tx('usage_file_errors').where('file_id', file.id).delete();
+    await tx('superseding_rows').where('file_id', file.id).delete();
     await tx('product_usages').where('source_file_id', file.id).delete();
     await tx('usage_file_errors').insert({ file_id: file.id, code: 'file_rejected', message: error });
     await tx('usage_files').where('id', file.id).update({

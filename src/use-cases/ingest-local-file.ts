@@ -14,7 +14,7 @@ import { type RegisteredFile, registerFile, reserveFileId } from './register-fil
  */
 export async function ingestLocalFile(
   deps: Deps,
-  input: { file: string; partnerCode?: string; onProgress?: (records: number) => void },
+  input: { file: string; partnerCode?: string; supersedes?: number; onProgress?: (records: number) => void },
 ): Promise<{ registered: RegisteredFile; ingest?: IngestOutcome; rate?: RateOutcome }> {
   const name = path.basename(input.file);
   let partnerCode = input.partnerCode;
@@ -28,7 +28,7 @@ export async function ingestLocalFile(
   const fileId = await reserveFileId(deps);
   const relative = storedPath('processing', partnerCode, fileId, name);
   await copyInto(deps.config.inboxDir, input.file, relative);
-  const registered = await registerFile(deps, { fileId, partnerCode, name, relative, source: 'cli', enqueue: false });
+  const registered = await registerFile(deps, { fileId, partnerCode, name, relative, source: 'cli', enqueue: false, ...(input.supersedes ? { supersedes: input.supersedes } : {}) });
   if (registered.status !== 'received') return { registered };
   const ingest = await ingestFile(deps, fileId, input.onProgress);
   if (ingest.kind !== 'parsed') return { registered, ingest };

@@ -31,7 +31,7 @@ export function checkUploadName(name: string): void {
  */
 export async function receiveUpload(
   deps: Deps,
-  input: { partnerCode: string; name: string; format?: string; body: ReadableStream<Uint8Array> | Readable; maxBytes: number },
+  input: { partnerCode: string; name: string; format?: string; body: ReadableStream<Uint8Array> | Readable; maxBytes: number; supersedes?: number },
 ): Promise<RegisteredFile> {
   checkUploadName(input.name);
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(input.partnerCode)) throw new UploadRefused(400, `partner code ${JSON.stringify(input.partnerCode)} is not valid`);
@@ -68,5 +68,5 @@ export async function receiveUpload(
     await rm(temp, { force: true });
     throw err;
   }
-  return registerFile(deps, { fileId, partnerCode: input.partnerCode, name, relative, source: 'api' });
+  return registerFile(deps, { fileId, partnerCode: input.partnerCode, name, relative, source: 'api', ...(input.supersedes ? { supersedes: input.supersedes } : {}) });
 }

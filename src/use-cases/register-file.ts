@@ -26,7 +26,7 @@ export async function reserveFileId(deps: Deps): Promise<number> {
  */
 export async function registerFile(
   deps: Deps,
-  input: { fileId: number; partnerCode: string; name: string; relative: string; source: FileSource; enqueue?: boolean },
+  input: { fileId: number; partnerCode: string; name: string; relative: string; source: FileSource; enqueue?: boolean; supersedes?: number },
 ): Promise<RegisteredFile> {
   const { db, config, logger } = deps;
   const existing = await db('usage_files').where('id', input.fileId).first<{ status: RegisteredFile['status'] } | undefined>('status');
@@ -45,6 +45,7 @@ export async function registerFile(
     format: format ?? path.extname(input.name).slice(1).toLowerCase(),
     source: input.source,
     stored_path: input.relative,
+    supersedes_file_id: input.supersedes ?? null,
   };
 
   const rejection = !partner
@@ -63,8 +64,8 @@ export async function registerFile(
   }
 
   const inserted = await db.raw<{ rows: { id: string }[] }>(
-    `INSERT INTO usage_files (id, partner_id, partner_code, name, sha256, size_bytes, format, source, stored_path, status)
-     VALUES (:id, :partner_id, :partner_code, :name, :sha256, :size_bytes, :format, :source, :stored_path, 'received')
+    `INSERT INTO usage_files (id, partner_id, partner_code, name, sha256, size_bytes, format, source, stored_path, supersedes_file_id, status)
+     VALUES (:id, :partner_id, :partner_code, :name, :sha256, :size_bytes, :format, :source, :stored_path, :supersedes_file_id, 'received')
      ON CONFLICT (partner_id, sha256) WHERE status NOT IN ('duplicate', 'failed') DO NOTHING
      RETURNING id`,
     { ...base, partner_id: partner!.id },

@@ -37,7 +37,12 @@ export async function findInvariantViolations(db: Db): Promise<Record<string, un
       SELECT t.id FROM transactions t JOIN billing_records r ON r.id = t.billing_record_id JOIN invoices i ON i.id = t.invoice_id
       WHERE r.partnership_id <> i.partnership_id OR r.period > i.period`),
     // No usage is billed twice: one external id per partner, one record per usage and account.
-    duplicateUsages: await q(`SELECT partner_id, external_id FROM product_usages GROUP BY 1, 2 HAVING count(*) > 1`),
+    duplicateUsages: await q(`SELECT partner_id, external_id FROM product_usages WHERE superseded_at IS NULL GROUP BY 1, 2 HAVING count(*) > 1`),
+    // A superseded usage is fully reversed: its records net to zero.
+    supersededNotReversed: await q(`
+      SELECT u.id, sum(t.amount_pennies) AS net FROM product_usages u
+      JOIN billing_records r ON r.usage_id = u.id JOIN transactions t ON t.billing_record_id = r.id
+      WHERE u.superseded_at IS NOT NULL GROUP BY u.id HAVING sum(t.amount_pennies) <> 0`),
     duplicateRecords: await q(`SELECT usage_id, account_id FROM billing_records GROUP BY 1, 2 HAVING count(*) > 1`),
     // Numbers are gapless per issuer and year.
     invoiceNumberGaps: await q(`

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as initialSchema from './0001-initial-schema';
 import * as feedProfiles from './0002-feed-profiles-and-control-totals';
+import * as superseding from './0003-superseding-files';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -14,6 +15,7 @@ interface Migration {
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0001-initial-schema', initialSchema],
   ['0002-feed-profiles-and-control-totals', feedProfiles],
+  ['0003-superseding-files', superseding],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -19,7 +19,16 @@ const FileSummary = z
     sha256: z.string(),
     sizeBytes: z.number(),
     duplicateOf: z.number().nullable(),
-    counts: z.object({ read: z.number(), accepted: z.number(), rejected: z.number(), duplicate: z.number() }),
+    supersedes: z.number().nullable(),
+    counts: z.object({
+      read: z.number(),
+      accepted: z.number(),
+      rejected: z.number(),
+      duplicate: z.number(),
+      unchanged: z.number().openapi({ description: 'rows of a correcting file identical to the usage they correct' }),
+      replaced: z.number(),
+      withdrawn: z.number().openapi({ description: 'usages of the corrected file that this file leaves out' }),
+    }),
     progress: z.object({ recordsCommitted: z.number() }),
     error: z.string().nullable(),
     timings: z.object({
@@ -57,6 +66,7 @@ const uploadRoute = createRoute({
       partner: z.string().optional().openapi({ example: 'ACME' }),
       format: z.string().optional().openapi({ example: 'csv' }),
       name: z.string().optional().openapi({ example: 'usage-2026-10.csv' }),
+      supersedes: z.string().regex(/^[1-9]\d{0,17}$/).optional().openapi({ description: 'id of an earlier file of the same partner that this one corrects', example: '41' }),
     }),
   },
   responses: {
@@ -87,7 +97,7 @@ export function fileRoutes(deps: Deps) {
         const name = upload?.name ?? query.name ?? `upload.${format ?? 'csv'}`;
         const body = upload?.file.stream() ?? c.req.raw.body;
         if (!body) throw new UploadRefused(400, 'the request has no body');
-        const result = await receiveUpload(deps, { partnerCode: partner, name, ...(format ? { format } : {}), body, maxBytes: limit });
+        const result = await receiveUpload(deps, { partnerCode: partner, name, ...(format ? { format } : {}), ...(query.supersedes ? { supersedes: Number(query.supersedes) } : {}), body, maxBytes: limit });
         c.header('Location', `/files/${result.fileId}`);
         return c.json({ fileId: result.fileId, status: result.status, ...(result.duplicateOf ? { duplicateOf: result.duplicateOf } : {}), ...(result.error ? { error: result.error } : {}) }, 201);
       } catch (err) {
