@@ -28,7 +28,7 @@ describe('loadConfig: defaults', () => {
     api: { host: '127.0.0.1', port: 3000 },
     logLevel: 'info',
     inbox: { scanEveryMs: 5000, settleMs: 1000 },
-    limits: { maxFileBytes: 2 * 1024 ** 3, maxAttachmentBytes: 10 * 1024 ** 2 },
+    limits: { maxFileBytes: 2 * 1024 ** 3, maxRecordChars: 1024 ** 2, maxAttachmentBytes: 10 * 1024 ** 2 },
     ingestChunkRows: 5000,
     concurrency: { ingest: 1, rate: 2, deliver: 5 },
   };
@@ -39,7 +39,7 @@ describe('loadConfig: defaults', () => {
 
   it('empty strings are treated as unset, so the defaults apply', () => {
     const env = Object.fromEntries(
-      ['DATABASE_URL', 'REDIS_URL', 'SMTP_URL', 'MAIL_FROM', 'INBOX_DIR', 'OUTBOX_DIR', 'ADMIN_TOKENS', 'QUEUE_PREFIX', 'API_HOST', 'API_PORT', 'LOG_LEVEL', 'INBOX_SCAN_EVERY_MS', 'INBOX_SETTLE_MS', 'MAX_FILE_BYTES', 'INGEST_CHUNK_ROWS', 'MAX_ATTACHMENT_BYTES', 'WORKER_CONCURRENCY_INGEST', 'WORKER_CONCURRENCY_RATE', 'WORKER_CONCURRENCY_DELIVER'].map((k) => [k, '']),
+      ['DATABASE_URL', 'REDIS_URL', 'SMTP_URL', 'MAIL_FROM', 'INBOX_DIR', 'OUTBOX_DIR', 'ADMIN_TOKENS', 'QUEUE_PREFIX', 'API_HOST', 'API_PORT', 'LOG_LEVEL', 'INBOX_SCAN_EVERY_MS', 'INBOX_SETTLE_MS', 'MAX_FILE_BYTES', 'MAX_RECORD_CHARS', 'INGEST_CHUNK_ROWS', 'MAX_ATTACHMENT_BYTES', 'WORKER_CONCURRENCY_INGEST', 'WORKER_CONCURRENCY_RATE', 'WORKER_CONCURRENCY_DELIVER'].map((k) => [k, '']),
     );
     expect(loadConfig(env, CWD)).toEqual(defaults);
   });
@@ -65,6 +65,7 @@ describe('loadConfig: values', () => {
         INBOX_SCAN_EVERY_MS: '250',
         INBOX_SETTLE_MS: '0',
         MAX_FILE_BYTES: '1048576',
+        MAX_RECORD_CHARS: '4096',
         INGEST_CHUNK_ROWS: '100',
         MAX_ATTACHMENT_BYTES: '2048',
         WORKER_CONCURRENCY_INGEST: '3',
@@ -83,7 +84,7 @@ describe('loadConfig: values', () => {
       api: { host: '0.0.0.0', port: 0 },
       logLevel: 'silent',
       inbox: { scanEveryMs: 250, settleMs: 0 },
-      limits: { maxFileBytes: 1048576, maxAttachmentBytes: 2048 },
+      limits: { maxFileBytes: 1048576, maxRecordChars: 4096, maxAttachmentBytes: 2048 },
       ingestChunkRows: 100,
       concurrency: { ingest: 3, rate: 4, deliver: 6 },
     });
@@ -141,6 +142,7 @@ describe('loadConfig: every problem is reported at once', () => {
     ['a whitespace-only URL (only empty strings count as unset)', { DATABASE_URL: ' ' }, ['DATABASE_URL: must be a URL starting with postgres:// or postgresql://']],
     ['a negative settle time', { INBOX_SETTLE_MS: '-5' }, ['INBOX_SETTLE_MS: Too small: expected number to be >=0']],
     ['zero concurrency', { WORKER_CONCURRENCY_RATE: '0' }, ['WORKER_CONCURRENCY_RATE: Too small: expected number to be >0']],
+    ['a zero record length limit', { MAX_RECORD_CHARS: '0' }, ['MAX_RECORD_CHARS: Too small: expected number to be >0']],
   ])('%s', (_label, env, expected) => {
     expect(configError(env).problems).toEqual(expected);
   });

@@ -38,6 +38,8 @@ export const configSchema = z.object({
   /** A file is left alone until it has not changed for this long, so half-written drops are not claimed. */
   INBOX_SETTLE_MS: z.coerce.number().int().min(0).default(1000),
   MAX_FILE_BYTES: positiveInt(2 * 1024 ** 3),
+  /** Longest single feed record (a CSV row, an XML record element) in characters; longer rejects the file. */
+  MAX_RECORD_CHARS: positiveInt(1024 ** 2),
   INGEST_CHUNK_ROWS: positiveInt(5000),
   MAX_ATTACHMENT_BYTES: positiveInt(10 * 1024 ** 2),
   WORKER_CONCURRENCY_INGEST: positiveInt(1),
@@ -59,7 +61,7 @@ export interface Config {
   api: { host: string; port: number };
   logLevel: z.infer<typeof configSchema>['LOG_LEVEL'];
   inbox: { scanEveryMs: number; settleMs: number };
-  limits: { maxFileBytes: number; maxAttachmentBytes: number };
+  limits: { maxFileBytes: number; maxRecordChars: number; maxAttachmentBytes: number };
   ingestChunkRows: number;
   concurrency: { ingest: number; rate: number; deliver: number };
 }
@@ -92,7 +94,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     api: { host: c.API_HOST, port: c.API_PORT },
     logLevel: c.LOG_LEVEL,
     inbox: { scanEveryMs: c.INBOX_SCAN_EVERY_MS, settleMs: c.INBOX_SETTLE_MS },
-    limits: { maxFileBytes: c.MAX_FILE_BYTES, maxAttachmentBytes: c.MAX_ATTACHMENT_BYTES },
+    limits: { maxFileBytes: c.MAX_FILE_BYTES, maxRecordChars: c.MAX_RECORD_CHARS, maxAttachmentBytes: c.MAX_ATTACHMENT_BYTES },
     ingestChunkRows: c.INGEST_CHUNK_ROWS,
     concurrency: {
       ingest: c.WORKER_CONCURRENCY_INGEST,

@@ -195,6 +195,25 @@ describe('csvAdapter', () => {
     expect(error.message).toBe('feed.csv: line 3: the record starting on this line is longer than 60 characters');
   });
 
+  it('takes the limit from the read context (MAX_RECORD_CHARS) before its own option', async () => {
+    const content = `usage_id,product,user,quantity,start_time\nU1,CPU,alice,1,t\nU2,CPU,${'b'.repeat(60)},2,t\n`;
+    const read = async (adapter: FeedAdapter, maxRecordChars?: number) => {
+      try {
+        const items: FeedItem[] = [];
+        for await (const item of adapter.read(input(content), { ...ctx, ...(maxRecordChars === undefined ? {} : { maxRecordChars }) })) items.push(item);
+        return items.length;
+      } catch (error) {
+        return (error as Error).message;
+      }
+    };
+    const tooLong = (n: number) => `feed.csv: line 3: the record starting on this line is longer than ${n} characters`;
+    expect(await read(csvAdapter, 60)).toBe(tooLong(60));
+    expect(await read(createCsvAdapter({ maxRecordChars: 60 }), 1000)).toBe(2);
+    expect(await read(createCsvAdapter({ maxRecordChars: 1000 }), 70)).toBe(tooLong(70));
+    expect(await read(createCsvAdapter({ maxRecordChars: 60 }))).toBe(tooLong(60));
+    expect(await read(csvAdapter)).toBe(2);
+  });
+
   it('rejects text after a closing quote rather than guessing', async () => {
     const error = await readError('usage_id,product,user,quantity,start_time\nU1,"CPU"x,alice,1,t\n');
     expect(error.message).toBe(

@@ -1,26 +1,27 @@
 import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
 import { parse } from 'fast-csv';
 import { columnsOfHeader, csvLayoutOf, type CsvColumns, type CsvDelimiter, type CsvLayout } from './csv-layout';
-import { FeedFileError, type FeedAdapter, type FeedItem, type FeedReadContext, type RawUsageFields } from './types';
+import { DEFAULT_MAX_RECORD_CHARS, FeedFileError, type FeedAdapter, type FeedItem, type FeedReadContext, type RawUsageFields } from './types';
 import { InvalidUtf8Error, StrictUtf8Decoder, countByteLineBreaks, countLineBreaks } from './utf8-text';
 
 export interface CsvAdapterOptions {
   /**
-   * Longest record accepted, in characters. fast-csv has no limit of its own and re-scans a pending
-   * record on every chunk, so an unterminated quote early in a large file would otherwise cost
-   * quadratic time and memory proportional to the file.
+   * Longest record accepted, in characters, when the read context sets none. fast-csv has no limit of
+   * its own and re-scans a pending record on every chunk, so an unterminated quote early in a large
+   * file would otherwise cost quadratic time and memory proportional to the file.
    */
   maxRecordChars?: number;
 }
 
-export const DEFAULT_MAX_RECORD_CHARS = 1 << 20;
+export { DEFAULT_MAX_RECORD_CHARS };
 
 export function createCsvAdapter(options: CsvAdapterOptions = {}): FeedAdapter {
-  const maxRecordChars = options.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS;
+  const fallback = options.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS;
   return {
     format: 'csv',
     extensions: ['csv'],
-    read: (input, ctx) => readCsv(input, ctx, maxRecordChars),
+    // The configured limit (MAX_RECORD_CHARS, passed per read) wins over the adapter's own.
+    read: (input, ctx) => readCsv(input, ctx, ctx.maxRecordChars ?? fallback),
   };
 }
 

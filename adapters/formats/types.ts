@@ -33,7 +33,16 @@ export interface FeedReadContext {
   fileName: string;
   /** The partner's feed profile (column/element names, delimiter, trailer...). Absent: the canonical format. */
   profile?: FeedProfile;
+  /**
+   * Longest single record accepted, in characters (a CSV row; an XML record from its start tag to its
+   * end tag). A longer one rejects the file as soon as the limit is passed, so one runaway record
+   * cannot make the reader buffer the rest of the file. Absent: the adapter's own default.
+   */
+  maxRecordChars?: number;
 }
+
+/** The record limit when neither the caller nor the adapter's options set one (MAX_RECORD_CHARS's default). */
+export const DEFAULT_MAX_RECORD_CHARS = 1 << 20;
 
 /**
  * A feed format. `read` streams the file and yields items in order; it must never hold the whole

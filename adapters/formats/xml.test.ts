@@ -289,6 +289,109 @@ describe('xmlAdapter.read', () => {
   });
 });
 
+describe('xmlAdapter.read: the record length limit (maxRecordChars)', () => {
+  const limited = (maxRecordChars?: number) => ({ fileName: 'feed.xml', ...(maxRecordChars === undefined ? {} : { maxRecordChars }) });
+
+  async function readLimited(content: string | Buffer | readonly (string | Buffer)[] | Readable, maxRecordChars?: number) {
+    const items: FeedItem[] = [];
+    try {
+      for await (const item of xmlAdapter.read(content instanceof Readable ? content : input(content), limited(maxRecordChars))) items.push(item);
+    } catch (error) {
+      expect(error).toBeInstanceOf(FeedFileError);
+      return { items, error: (error as FeedFileError).message };
+    }
+    return { items, error: undefined };
+  }
+
+  const SHORT = '<usage id="U1" product="P" user="u" quantity="1" start="t"/>';
+  const RECORD = '<usage id="U2"><product>P</product><user>u</user><quantity>2</quantity><start>t</start></usage>';
+  const DOC = `<usageFeed>\n${SHORT}\n${RECORD}\n</usageFeed>\n`;
+  const ROWS = [
+    row(1, 2, { usage_id: 'U1', product: 'P', user: 'u', quantity: '1', start_time: 't' }),
+    row(2, 3, { usage_id: 'U2', product: 'P', user: 'u', quantity: '2', start_time: 't' }),
+  ];
+  /** The document cut into pieces of `size` bytes. */
+  const pieces = (text: string, size: number) => {
+    const bytes = Buffer.from(text);
+    const out: Buffer[] = [];
+    for (let at = 0; at < bytes.length; at += size) out.push(bytes.subarray(at, at + size));
+    return out;
+  };
+
+  it.each([1, 3, 17, 64, 65_536])('counts a record from its start tag to its end tag, at the limit or one over, in chunks of %i bytes', async (size) => {
+    expect(RECORD.length).toBe(95);
+    expect(await readLimited(pieces(DOC, size), 95)).toEqual({ items: ROWS, error: undefined });
+    expect(await readLimited(pieces(DOC, size), 94)).toEqual({
+      items: [ROWS[0]],
+      error: 'feed.xml: line 3: the record starting on this line is longer than 94 characters',
+    });
+  });
+
+  it('measures a self-closing record with a long attribute the same way', async () => {
+    const long = `<usageFeed>\n\n<usage id="U1" product="P" user="u" quantity="1" start="t" description="${'d'.repeat(2000)}"/>\n</usageFeed>`;
+    expect(await readLimited(long, 1000)).toEqual({ items: [], error: 'feed.xml: line 3: the record starting on this line is longer than 1000 characters' });
+    expect((await readLimited(long, 2100)).items).toHaveLength(1);
+  });
+
+  it('stops inside a huge text node at the limit, before saxes reads the rest of the chunk', async () => {
+    // One 5 MB chunk whose tail is not well-formed: had saxes been handed the whole chunk, it would have
+    // buffered the 5 MB text node and reported the "<<" instead.
+    const doc = `<usageFeed>\n${SHORT}\n<usage id="U2"><description>${'x'.repeat(5_000_000)}</description><<`;
+    expect(await readLimited(doc, 1000)).toEqual({
+      items: [ROWS[0]],
+      error: 'feed.xml: line 3: the record starting on this line is longer than 1000 characters',
+    });
+  });
+
+  it('stops reading an endless record soon after the limit', async () => {
+    let pulled = 0;
+    const file = Readable.from(
+      (function* () {
+        yield Buffer.from('<usageFeed>\n<usage id="U1"><description>');
+        for (;;) {
+          pulled += 1;
+          yield Buffer.from('x'.repeat(65_536));
+        }
+      })(),
+    );
+    expect(await readLimited(file, 100_000)).toEqual({
+      items: [],
+      error: 'feed.xml: line 2: the record starting on this line is longer than 100000 characters',
+    });
+    expect(pulled).toBeLessThanOrEqual(3);
+  });
+
+  it('defaults to 1 MiB (MAX_RECORD_CHARS) when the caller sets no limit', async () => {
+    const huge = `<usageFeed>\n<usage id="U1"><description>${'x'.repeat(1 << 20)}</description></usage>\n</usageFeed>`;
+    expect(await readLimited(huge)).toEqual({ items: [], error: 'feed.xml: line 2: the record starting on this line is longer than 1048576 characters' });
+    expect((await readLimited(huge, (1 << 20) + 200)).items).toHaveLength(1);
+  });
+
+  it('bounds what comes between records too, naming the line it starts on', async () => {
+    const comment = `<!-- ${'z'.repeat(2000)} -->`;
+    expect(await readLimited(`<usageFeed>\n${SHORT}\n${comment}\n${RECORD}\n</usageFeed>`, 1000)).toEqual({
+      items: [ROWS[0]],
+      error: 'feed.xml: line 2: more than 1000 characters outside any <usage> record, from this line on',
+    });
+    expect(await readLimited(`${comment}\n<usageFeed>\n${SHORT}\n</usageFeed>`, 1000)).toEqual({
+      items: [],
+      error: 'feed.xml: line 1: more than 1000 characters outside any <usage> record, from this line on',
+    });
+    expect(await readLimited(`<usageFeed>${' '.repeat(2000)}</usageFeed>`, 1000)).toEqual({
+      items: [],
+      error: 'feed.xml: line 1: more than 1000 characters outside any <usage> record, from this line on',
+    });
+  });
+
+  it('applies the same limit when sniffing the partner', async () => {
+    const content = `<usageFeed partner="ACME" note="${'n'.repeat(2000)}">${SHORT}</usageFeed>`;
+    await expect(xmlAdapter.sniff!(input(content), limited(1000))).rejects.toThrow(
+      new FeedFileError('feed.xml', 'line 1: more than 1000 characters outside any <usage> record, from this line on'),
+    );
+    expect(await xmlAdapter.sniff!(input(content), limited(3000))).toEqual({ partner: 'ACME' });
+  });
+});
+
 describe('xmlAdapter.sniff', () => {
   const sniff = (content: Readable) => xmlAdapter.sniff!(content, ctx);
 

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { SaxesParser, type SaxesAttributePlain, type SaxesTagPlain } from 'saxes';
 import {
   CANONICAL_FIELDS,
+  DEFAULT_MAX_RECORD_CHARS,
   FeedFileError,
   REQUIRED_FIELDS,
   type CanonicalField,
@@ -55,7 +56,7 @@ function layoutFor(input: Readable, ctx: FeedReadContext): XmlLayout {
 }
 
 async function* readXml(input: Readable, ctx: FeedReadContext): AsyncGenerator<FeedItem> {
-  const walker = new UsageFeedWalker(ctx.fileName, layoutFor(input, ctx), 'read');
+  const walker = new UsageFeedWalker(ctx.fileName, layoutFor(input, ctx), 'read', ctx.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS);
   const decoder = new StrictUtf8Decoder();
   // The walker queues the items of one chunk; they are handed out before the next chunk is read, so
   // memory stays at about a chunk's worth and the file is pulled only as fast as it is consumed.
@@ -78,7 +79,7 @@ async function* readXml(input: Readable, ctx: FeedReadContext): AsyncGenerator<F
 }
 
 async function sniffXml(input: Readable, ctx: FeedReadContext): Promise<FeedHeader> {
-  const walker = new UsageFeedWalker(ctx.fileName, layoutFor(input, ctx), 'sniff');
+  const walker = new UsageFeedWalker(ctx.fileName, layoutFor(input, ctx), 'sniff', ctx.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS);
   const decoder = new StrictUtf8Decoder();
   try {
     for await (const chunk of input as AsyncIterable<unknown>) {
@@ -130,11 +131,26 @@ class UsageFeedWalker {
   private tagLine = 1;
   private records = 0;
   private current: RecordInProgress | undefined;
+  /**
+   * The stretch of the document being measured against maxChars: the open record, from the "<" of its
+   * start tag, or else what has come since the last record (or the root start tag) ended. saxes keeps a
+   * text node, an attribute value or a comment whole until it ends, so without this one long record, or
+   * megabytes of anything between records, would be held in memory however large.
+   */
+  private spanStart = 0;
+  private spanLine = 1;
+  private spanIsRecord = false;
+  /**
+   * Characters handed to saxes. Its own `position` is only right inside its handlers: between writes
+   * it counts the last chunk twice (saxes 6 adds the chunk to chunkPosition but leaves `i` at its end).
+   */
+  private written = 0;
 
   constructor(
     private readonly fileName: string,
     private readonly layout: XmlLayout,
     private readonly mode: 'read' | 'sniff',
+    private readonly maxChars: number,
   ) {
     const { parser } = this;
     // Any DOCTYPE is refused as soon as saxes has read it, before the root: that shuts out entity
@@ -172,8 +188,36 @@ class UsageFeedWalker {
       const before = bytes === undefined ? 0 : countByteLineBreaks(bytes, error.byteOffset ?? 0, false);
       throw this.fail(this.parser.line + before, error.describe(bytes));
     }
-    if (text.length > 0) this.parser.write(text);
+    // Never more at once than the open span may still grow by (plus one character to pass the limit),
+    // so an overlong record is stopped right after its limit, not a chunk later. With the default limit
+    // a 64 KiB chunk goes in whole.
+    for (let at = 0; at < text.length; ) {
+      const room = this.maxChars - (this.written - this.spanStart) + 1;
+      const end = Math.min(text.length, at + room);
+      this.parser.write(at === 0 && end === text.length ? text : text.slice(at, end));
+      this.written += end - at;
+      this.checkSpan(this.written);
+      at = end;
+    }
     if (chunk === undefined) this.parser.close();
+  }
+
+  /** `position`: characters read so far. */
+  private checkSpan(position: number): void {
+    if (position - this.spanStart <= this.maxChars) return;
+    throw this.fail(
+      this.spanLine,
+      this.spanIsRecord
+        ? `the record starting on this line is longer than ${this.maxChars} characters`
+        : `more than ${this.maxChars} characters outside any <${this.layout.record}> record, from this line on`,
+    );
+  }
+
+  /** Starts measuring a new span at `start` (a position in characters). */
+  private restartSpan(start: number, line: number, record: boolean): void {
+    this.spanStart = start;
+    this.spanLine = line;
+    this.spanIsRecord = record;
   }
 
   private onOpenTagStart(name: string): void {
@@ -189,6 +233,9 @@ class UsageFeedWalker {
     // saxes fires this after reading the character that ends the name; if that was a line break,
     // the tag itself began on the line before.
     this.tagLine = this.parser.column === 0 ? this.parser.line - 1 : this.parser.line;
+    // A child of the root is a record (or refused when its start tag completes). Its "<" is the name
+    // and the character after it back (one short when that character is a CRLF, which saxes reads as one).
+    if (this.depth === 1) this.restartSpan(this.parser.position - name.length - 2, this.tagLine, true);
   }
 
   private checkName(name: string, what: 'element' | 'attribute'): void {
@@ -206,6 +253,7 @@ class UsageFeedWalker {
     if (this.depth === 1) {
       if (local !== root) throw this.fail(this.tagLine, `the root element is <${tag.name}>, expected <${root}>`);
       if (this.mode === 'sniff') throw new RootReached(tag.attributes.partner);
+      this.restartSpan(this.parser.position, this.parser.line, false);
       const control = this.controlOf(tag.name, attributes);
       if (control !== undefined) this.items.push(control);
       return;
@@ -289,8 +337,11 @@ class UsageFeedWalker {
       current.field = undefined;
       current.text = '';
     } else if (this.depth === 2 && current !== undefined) {
+      // A record that began and ended inside one write is only measured here.
+      this.checkSpan(this.parser.position);
       this.items.push(finishRecord(current));
       this.current = undefined;
+      this.restartSpan(this.parser.position, this.parser.line, false);
     }
     this.depth -= 1;
   }

@@ -60,6 +60,23 @@ describe('normalizeRow', () => {
     expect(normalizeRow({ start_time: '2026-07-01T09:00:00+02:00' }, london)).toEqual({ ok: true, fields: { start_time: '2026-07-01T09:00:00+02:00' } });
   });
 
+  it.each<[string, string]>([
+    // Temporal would drop the offset and the zone and read 09:00 in London.
+    ['2026-10-05T09:00:00+05:00[Asia/Karachi]', 'is not an ISO 8601 date and time'],
+    ['2026-10-05T09:00:00[Europe/Paris]', 'is not an ISO 8601 date and time'],
+    ['20261005T090000', 'is not an ISO 8601 date and time'],
+    ['2026-W41-1', 'is not an ISO 8601 date and time'],
+    ['2027-02-29T12:00:00', 'is not a valid date and time'],
+    ['2027-02-29', 'is not a valid date and time'],
+    ['2026-10-05T24:00:00', 'is not a valid date and time'],
+  ])('refuses a local ISO timestamp %j that it cannot read exactly: %s', (text, reason) => {
+    const london = profile({ time_zone: 'Europe/London' });
+    expect(normalizeRow({ start_time: text }, london)).toEqual({
+      ok: false,
+      errors: [{ field: 'start_time', code: 'invalid_timestamp', message: `start_time "${text}" ${reason}`, raw: text }],
+    });
+  });
+
   it('gives the same instants whatever the process time zone is', () => {
     const before = process.env.TZ;
     const run = () => normalizeRow({ start_time: '05.10.2026 14:00' }, german);

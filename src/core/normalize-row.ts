@@ -54,6 +54,10 @@ function canonicalQuantity(text: string, decimal: '.' | ',', thousands: string |
 
 // An offset only counts after a time: the "-01" that ends "2026-11-01" is the day, not an offset.
 const HAS_OFFSET = /[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/i;
+// A local date, or date and time, and nothing more. Temporal's PlainDateTime.from would also take an
+// offset followed by a bracketed zone ("09:00+05:00[Asia/Karachi]") and silently drop both, reading
+// 09:00 in the profile's zone: a different instant from the one the partner wrote.
+const LOCAL_ISO = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?$/;
 const PATTERNS: Record<Exclude<FeedProfile['timestamp_format'], 'iso8601'>, { re: RegExp; order: Array<'y' | 'M' | 'd' | 'H' | 'm' | 's'> }> = {
   'yyyy-MM-dd HH:mm:ss': { re: /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})$/, order: ['y', 'M', 'd', 'H', 'm', 's'] },
   'dd.MM.yyyy HH:mm': { re: /^(\d{2})\.(\d{2})\.(\d{4}) (\d{2}):(\d{2})$/, order: ['d', 'M', 'y', 'H', 'm'] },
@@ -66,11 +70,14 @@ function canonicalTimestamp(text: string, profile: FeedProfile): { ok: true; val
   let local: Temporal.PlainDateTime;
   if (profile.timestamp_format === 'iso8601') {
     // Timestamps with an offset are already canonical; validation checks them.
-    if (HAS_OFFSET.test(text.trim()) || profile.time_zone === undefined) return { ok: true, value: text };
+    const trimmed = text.trim();
+    if (HAS_OFFSET.test(trimmed) || profile.time_zone === undefined) return { ok: true, value: text };
+    if (!LOCAL_ISO.test(trimmed)) return { ok: false, reason: 'is not an ISO 8601 date and time' };
     try {
-      local = /^\d{4}-\d{2}-\d{2}$/.test(text) ? Temporal.PlainDate.from(text).toPlainDateTime() : Temporal.PlainDateTime.from(text);
+      local = trimmed.length === 10 ? Temporal.PlainDate.from(trimmed).toPlainDateTime() : Temporal.PlainDateTime.from(trimmed);
     } catch {
-      return { ok: false, reason: 'is not an ISO 8601 date and time' };
+      // The right shape, but no such day or time (2027-02-29, 24:00).
+      return { ok: false, reason: 'is not a valid date and time' };
     }
   } else {
     const pattern = PATTERNS[profile.timestamp_format];

@@ -262,6 +262,23 @@ describe('validateUsage: field errors', () => {
     expect(valid({ ...base2026, user: 'carol', account: 'EXP-1' }).accountId).toBe(101);
   });
 
+  it('quotes quantities and timestamps as the feed wrote them, before a profile normalised them', () => {
+    // A decimal-comma feed's "1,234" was normalised to "1.234"; London-local times to their UTC instants.
+    const normalized = { ...base2026, quantity: '1.234', start_time: '2026-08-01T08:00:00Z', end_time: '2026-08-01T07:00:00Z' };
+    const original = { ...base2026, quantity: '1,234', start_time: '2026-08-01T09:00:00', end_time: '2026-08-01T08:00:00' };
+    expect(validateUsage(normalized, ctx, original)).toEqual({
+      ok: false,
+      errors: [
+        { field: 'quantity', code: 'too_precise', message: 'quantity "1,234" has more than 2 decimal places for MICRO', raw: '1,234' },
+        { field: 'end_time', code: 'end_before_start', message: 'end_time "2026-08-01T08:00:00" is before start_time "2026-08-01T09:00:00"', raw: '2026-08-01T08:00:00' },
+      ],
+    });
+    expect(validateUsage({ ...base, start_time: '2027-08-01T08:00:00Z' }, ctx, { ...base, start_time: '2027-08-01T09:00:00' })).toEqual({
+      ok: false,
+      errors: [{ field: 'start_time', code: 'out_of_range', message: 'start_time "2027-08-01T09:00:00" is in the future', raw: '2027-08-01T09:00:00' }],
+    });
+  });
+
   it('descriptions may contain newlines and tabs', () => {
     expect(valid({ ...base, description: 'line 1\nline 2\tend' }).description).toBe('line 1\nline 2\tend');
   });

@@ -70,6 +70,9 @@ const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f]/;
  */
 export function validateUsage(raw: RawUsageFields, ctx: ValidationContext, original: RawUsageFields = raw): UsageValidation {
   const errors: FieldError[] = [];
+  // Messages quote values as the partner wrote them too: "1,234" in a decimal-comma feed, not the
+  // "1.234" it was normalised to; a local time, not the UTC instant it was converted to.
+  const said = (field: 'quantity' | 'start_time' | 'end_time'): string => original[field] ?? raw[field] ?? '';
   const fail = (field: string, code: string, message: string): undefined => {
     errors.push({ field, code, message, raw: original[field as keyof RawUsageFields] });
     return undefined;
@@ -96,9 +99,9 @@ export function validateUsage(raw: RawUsageFields, ctx: ValidationContext, origi
   if (rawQuantity === undefined || rawQuantity.trim() === '') fail('quantity', 'required', 'quantity is required');
   else {
     const parsed = parseDecimal(rawQuantity);
-    if (!parsed.ok) fail('quantity', 'invalid_quantity', `quantity "${rawQuantity}" ${parsed.reason}`);
+    if (!parsed.ok) fail('quantity', 'invalid_quantity', `quantity "${said('quantity')}" ${parsed.reason}`);
     else if (product && parsed.value.scale > product.quantityScale) {
-      fail('quantity', 'too_precise', `quantity "${rawQuantity}" has more than ${product.quantityScale} decimal places for ${product.code}`);
+      fail('quantity', 'too_precise', `quantity "${said('quantity')}" has more than ${product.quantityScale} decimal places for ${product.code}`);
     } else quantity = parsed.value;
   }
 
@@ -107,11 +110,11 @@ export function validateUsage(raw: RawUsageFields, ctx: ValidationContext, origi
   if (rawStart === undefined || rawStart.trim() === '') fail('start_time', 'required', 'start_time is required');
   else {
     const parsed = parseTimestamp(rawStart);
-    if (!parsed.ok) fail('start_time', 'invalid_timestamp', `start_time "${rawStart}" ${parsed.reason}`);
+    if (!parsed.ok) fail('start_time', 'invalid_timestamp', `start_time "${said('start_time')}" ${parsed.reason}`);
     else if (parsed.value.epochNanoseconds > ctx.latestStart.epochNanoseconds) {
-      fail('start_time', 'out_of_range', `start_time "${rawStart}" is in the future`);
+      fail('start_time', 'out_of_range', `start_time "${said('start_time')}" is in the future`);
     } else if (parsed.value.epochNanoseconds < ctx.earliestStart.epochNanoseconds) {
-      fail('start_time', 'out_of_range', `start_time "${rawStart}" is before ${ctx.earliestStart.toString()}`);
+      fail('start_time', 'out_of_range', `start_time "${said('start_time')}" is before ${ctx.earliestStart.toString()}`);
     } else startedAt = parsed.value;
   }
 
@@ -119,9 +122,9 @@ export function validateUsage(raw: RawUsageFields, ctx: ValidationContext, origi
   const rawEnd = raw.end_time;
   if (rawEnd !== undefined && rawEnd.trim() !== '') {
     const parsed = parseTimestamp(rawEnd);
-    if (!parsed.ok) fail('end_time', 'invalid_timestamp', `end_time "${rawEnd}" ${parsed.reason}`);
+    if (!parsed.ok) fail('end_time', 'invalid_timestamp', `end_time "${said('end_time')}" ${parsed.reason}`);
     else if (startedAt && parsed.value.epochNanoseconds < startedAt.epochNanoseconds) {
-      fail('end_time', 'end_before_start', `end_time "${rawEnd}" is before start_time "${rawStart ?? ''}"`);
+      fail('end_time', 'end_before_start', `end_time "${said('end_time')}" is before start_time "${said('start_time')}"`);
     } else endedAt = parsed.value;
   }
 
@@ -141,7 +144,7 @@ export function validateUsage(raw: RawUsageFields, ctx: ValidationContext, origi
   }
 
   if (partnership && quantity && sign(quantity) < 0 && !partnership.allowCredits) {
-    fail('quantity', 'negative_not_allowed', `quantity "${rawQuantity ?? ''}" is negative and partnership ${partnership.code} does not allow credits`);
+    fail('quantity', 'negative_not_allowed', `quantity "${said('quantity')}" is negative and partnership ${partnership.code} does not allow credits`);
   }
 
   let accountId: number | null = null;

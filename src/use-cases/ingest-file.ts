@@ -90,7 +90,7 @@ export async function ingestFile(deps: Deps, fileId: number, onProgress?: (recor
     const input = createReadStream(resolveInside(config.inboxDir, relative));
     const adapter = adapterForFormat(file.format);
     if (adapter.sniff) await checkDeclaredPartner(deps, file, relative, ctx.profile);
-    for await (const item of adapter.read(input, { fileName: file.name, profile: ctx.profile })) {
+    for await (const item of adapter.read(input, { fileName: file.name, profile: ctx.profile, maxRecordChars: config.limits.maxRecordChars })) {
       if (item.kind === 'control') {
         control = item;
         continue;
@@ -168,7 +168,11 @@ async function validationContext(deps: Deps, file: FileRow): Promise<IngestConte
 /** An XML feed names its partner; a file dropped in another partner's folder is refused. */
 async function checkDeclaredPartner(deps: Deps, file: FileRow, relative: string, profile: FeedProfile): Promise<void> {
   const adapter = adapterForFormat(file.format);
-  const header = await adapter.sniff!(createReadStream(resolveInside(deps.config.inboxDir, relative)), { fileName: file.name, profile });
+  const header = await adapter.sniff!(createReadStream(resolveInside(deps.config.inboxDir, relative)), {
+    fileName: file.name,
+    profile,
+    maxRecordChars: deps.config.limits.maxRecordChars,
+  });
   if (header.partner !== undefined && header.partner !== file.partner_code) {
     throw new FeedFileError(file.name, `the feed declares partner "${header.partner}" but was received for partner "${file.partner_code}"`);
   }
