@@ -126,7 +126,10 @@ partnerships:
     const p = parsed.partnerships[0]!;
     expect(p).toMatchObject({ payment_terms_days: 14, rounding_mode: 'half_even', allow_credits: true, contract_end: '2028-02-29', default_account: 'EXP-2' });
     expect(p.splits[0]!.shares.map((s) => s.percent)).toEqual(['33.3333', '66.6667']);
-    expect(p.rules.map((r) => r.rules[0]!.price)).toEqual(['0.045', '0.050000']);
+    expect(p.rules.map((r) => r.rules[0])).toEqual([
+      { kind: 'unit_price', product: 'MICRO', price: '0.045' },
+      { kind: 'unit_price', product: 'MICRO', price: '0.050000' },
+    ]);
   });
 
   it('accepts whole numbers given as JS numbers (JSON) for integer fields', () => {

@@ -160,10 +160,10 @@ describe('ruleSetSchema and pricingRuleFor', () => {
 
 describe('unit price calculator', () => {
   it('describes the charge with the exact quantity and the price as written, using the rule description when given', () => {
-    const [plain] = unitPriceCalculator.rate({ kind: 'unit_price', product: 'MICRO', price: '42.50' }, usageOf('0.250'), gbp('half_up'));
+    const plain = unitPriceCalculator.price({ kind: 'unit_price', product: 'MICRO', price: '42.50' }, { before: decimal('0'), quantity: decimal('0.250') }, usageOf('0.250'), gbp('half_up'));
     expect(plain).toEqual({ kind: 'charge', amount: 1063n, unitPrice: decimal('42.5'), description: 'Microscope hours: 0.25 h at 42.50' });
-    const [named] = unitPriceCalculator.rate({ kind: 'unit_price', product: 'MICRO', price: '1', description: 'Confocal' }, usageOf('2'), gbp('half_up'));
-    expect(named?.description).toBe('Confocal: 2 h at 1');
+    const named = unitPriceCalculator.price({ kind: 'unit_price', product: 'MICRO', price: '1', description: 'Confocal' }, { before: decimal('0'), quantity: decimal('2') }, usageOf('2'), gbp('half_up'));
+    expect(named.description).toBe('Confocal: 2 h at 1');
   });
 });
 

@@ -1,9 +1,9 @@
 import type { Temporal } from 'temporal-polyfill';
 import { allocate } from '../allocation';
-import { type Decimal, decimal, mul, shift } from '../decimal';
+import { type Decimal, ZERO, compare, decimal, mul, shift, sub, toDecimalString } from '../decimal';
 import { startOfLocalDate } from '../period';
-import type { RatedAmount, RatingContext, UsageToRate } from './calculator';
-import { type RuleSet, calculatorFor, pricingRuleFor } from './registry';
+import type { RatedAmount, RatingContext, UsageToRate, Window } from './calculator';
+import { type RuleSet, adjustingCalculatorFor, adjustingRulesFor, allowanceCalculator, allowanceRuleFor, pricingCalculatorFor, pricingRuleFor } from './registry';
 
 export interface RuleVersion {
   id: number;
@@ -81,32 +81,50 @@ export interface RatedRecord {
   transactions: RatedTransaction[];
 }
 
-export type UsageRating = { ok: true; records: RatedRecord[] } | { ok: false; reason: string };
+export type UsageRating = { ok: true; records: RatedRecord[]; chargeable: Window } | { ok: false; reason: string };
 
 /**
  * Rates one usage under one rule version and splits every resulting amount over the accounts by
  * largest remainder, so that for every usage the records add up exactly to the unsplit charge.
+ * `before` is the quantity of the product that came earlier in the period (tiers, allowances).
+ *
+ * Order: the allowance decides which units are chargeable; the pricing rule prices them, exactly,
+ * rounded once; each discount or surcharge is its own transaction on that rounded charge.
  */
 export function rateUsage(
   usage: UsageToRate,
   version: RuleVersion,
   shares: readonly AccountShare[],
   ctx: RatingContext,
+  before: Decimal = ZERO,
 ): UsageRating {
   const pricing = pricingRuleFor(version.rules, usage.productCode);
   if (!pricing) {
     return { ok: false, reason: `no price for product ${usage.productCode} in rules effective ${version.effectiveFrom}` };
   }
-  const amounts: RatedAmount[] = calculatorFor(pricing).rate(pricing, usage, ctx);
+  const window: Window = { before, quantity: usage.quantity };
+  const allowance = allowanceRuleFor(version.rules, usage.productCode);
+  const chargeable = allowance ? allowanceCalculator.chargeable(allowance, window) : window;
+  const base = pricingCalculatorFor(pricing).price(pricing, chargeable, usage, ctx);
+  if (allowance && compare(chargeable.quantity, usage.quantity) !== 0) {
+    base.description += `; ${toDecimalString(sub(usage.quantity, chargeable.quantity))} ${usage.unit} included in the allowance of ${allowance.units}`;
+  }
+  const amounts: RatedAmount[] = [base];
+  for (const rule of adjustingRulesFor(version.rules, usage.productCode)) {
+    const adjustment = adjustingCalculatorFor(rule).adjust(rule, base.amount, usage, ctx);
+    if (adjustment) amounts.push(adjustment);
+  }
+  return { ok: true, records: splitAmounts(usage.quantity, amounts, shares, version.id), chargeable };
+}
+
+/** Splits each amount over the accounts by largest remainder (ties to the account listed first). */
+export function splitAmounts(quantity: Decimal, amounts: readonly RatedAmount[], shares: readonly AccountShare[], ruleVersionId: number): RatedRecord[] {
   const weights = shares.map((s) => s.percent);
   const perAccount = amounts.map((a) => allocate(a.amount, weights));
-  return {
-    ok: true,
-    records: shares.map((share, i) => ({
-      accountId: share.accountId,
-      splitPercent: share.percent,
-      quantity: mul(usage.quantity, shift(share.percent, -2)),
-      transactions: amounts.map((a, j) => ({ ...a, amount: perAccount[j]![i]!, ruleVersionId: version.id })),
-    })),
-  };
+  return shares.map((share, i) => ({
+    accountId: share.accountId,
+    splitPercent: share.percent,
+    quantity: mul(quantity, shift(share.percent, -2)),
+    transactions: amounts.map((a, j) => ({ ...a, amount: perAccount[j]![i]!, ruleVersionId })),
+  }));
 }

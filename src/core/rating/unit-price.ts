@@ -1,9 +1,8 @@
 import { z } from 'zod';
-import { mul, toDecimalString } from '../decimal';
+import { decimal, mul, toDecimalString } from '../decimal';
 import { toPennies } from '../money';
+import type { PricingCalculator } from './calculator';
 import { decimalStringSchema, productCodeSchema } from './rule-schema';
-import { decimal } from '../decimal';
-import type { RuleCalculator } from './calculator';
 
 /** A price per unit of a product, as an exact decimal with up to 6 places (0.045 per hour). */
 export const unitPriceRuleSchema = z
@@ -16,22 +15,18 @@ export const unitPriceRuleSchema = z
   .strict();
 export type UnitPriceRule = z.infer<typeof unitPriceRuleSchema>;
 
-export const unitPriceCalculator: RuleCalculator<UnitPriceRule> = {
+export const unitPriceCalculator: PricingCalculator<UnitPriceRule> = {
   kind: 'unit_price',
+  role: 'pricing',
   schema: unitPriceRuleSchema,
-  pricesProduct: (rule, productCode) => rule.product === productCode,
-  rate(rule, usage, ctx) {
+  price(rule, window, usage, ctx) {
     const price = decimal(rule.price);
     // Exact product, rounded once: 1234.567891 h x 0.045 = 55.555555095 -> 55.56.
-    const amount = toPennies(mul(usage.quantity, price), ctx.currency, ctx.roundingMode);
-    const label = rule.description ?? usage.productName;
-    return [
-      {
-        kind: 'charge',
-        amount,
-        unitPrice: price,
-        description: `${label}: ${toDecimalString(usage.quantity)} ${usage.unit} at ${rule.price}`,
-      },
-    ];
+    return {
+      kind: 'charge',
+      amount: toPennies(mul(window.quantity, price), ctx.currency, ctx.roundingMode),
+      unitPrice: price,
+      description: `${rule.description ?? usage.productName}: ${toDecimalString(window.quantity)} ${usage.unit} at ${rule.price}`,
+    };
   },
 };
