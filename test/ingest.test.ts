@@ -232,9 +232,9 @@ describe('ingesting feed files through the use cases', () => {
     for (const r of registered) byName.set((await fileRow(deps, r.fileId)).name, r);
 
     const txt = byName.get('notes.txt')!;
-    expect(txt).toEqual({ fileId: txt.fileId, status: 'failed', error: 'unsupported file type ".txt" for notes.txt; expected .csv or .xml' });
+    expect(txt).toEqual({ fileId: txt.fileId, status: 'failed', error: 'notes.txt: unsupported file type ".txt"; expected .csv or .xml' });
     const unknown = byName.get('usage.csv')!;
-    expect(unknown).toEqual({ fileId: unknown.fileId, status: 'failed', error: 'unknown partner "NOBODY": no partner has that code' });
+    expect(unknown).toEqual({ fileId: unknown.fileId, status: 'failed', error: 'usage.csv: unknown partner "NOBODY": no partner has that code' });
 
     const txtRow = await fileRow(deps, txt.fileId);
     expect(txtRow).toMatchObject({ status: 'failed', error: txt.error, stored_path: `failed/ACME/${txt.fileId}__notes.txt` });

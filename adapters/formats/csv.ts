@@ -78,7 +78,7 @@ async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: n
         yield { kind: 'row-error', record, line, message: `has ${row.length} columns, the header has ${columns.fields.length}` };
         continue;
       }
-      yield { kind: 'row', record, line, fields: fieldsOfRow(row, columns) };
+      yield { kind: 'row', record, line, fields: fieldsOfRow(row.map(unifyLineBreaks), columns) };
     }
   } catch (error) {
     // The guard sees every malformation fast-csv would throw for, and first; this is a backstop so
@@ -102,6 +102,14 @@ async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: n
     }
     yield control;
   }
+}
+
+/**
+ * A line break inside a quoted value is data, but which bytes spell it depends on the exporting
+ * system: CRLF and CR become LF, so a CRLF file and an LF file give identical rows (as XML does).
+ */
+function unifyLineBreaks(value: string): string {
+  return value.includes('\r') ? value.replace(/\r\n?/g, '\n') : value;
 }
 
 /** The trailer's totals, raw. It may stop short of the header's width; a cell it lacks is absent, never ''. */

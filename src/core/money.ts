@@ -20,6 +20,13 @@ export function pennies(value: bigint | number | string): Pennies {
 
 export const ZERO_PENNIES = 0n as Pennies;
 
+/** The largest amount the ledger stores (PostgreSQL bigint). Anything beyond is refused, never wrapped or rounded. */
+export const MAX_STORABLE_PENNIES = 2n ** 63n - 1n;
+
+export function isStorable(p: Pennies): boolean {
+  return p <= MAX_STORABLE_PENNIES && p >= -MAX_STORABLE_PENNIES;
+}
+
 export function addPennies(...values: Pennies[]): Pennies {
   let total = 0n;
   for (const v of values) total += v;

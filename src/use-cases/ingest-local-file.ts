@@ -21,7 +21,7 @@ export async function ingestLocalFile(
   if (!partnerCode) {
     const format = formatForFileName(name);
     const adapter = format ? adapterForFormat(format) : undefined;
-    const header = adapter?.sniff ? await adapter.sniff(createReadStream(input.file), { fileName: name }) : undefined;
+    const header = adapter?.sniff ? await adapter.sniff(createReadStream(input.file), { fileName: name, maxRecordChars: deps.config.limits.maxRecordChars }) : undefined;
     partnerCode = header?.partner;
     if (!partnerCode) throw new PermanentError(`${name}: no partner given; pass --partner CODE (only XML feeds name their partner)`);
   }

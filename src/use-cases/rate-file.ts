@@ -3,6 +3,7 @@ import { Temporal } from 'temporal-polyfill';
 import { bindings } from '../../adapters/db/bindings';
 import { loadPartnershipsOfCustomer, type PartnershipContext } from '../../adapters/db/partnership-repository';
 import { decimal, toDecimalString } from '../core/decimal';
+import { isStorable } from '../core/money';
 import { type RatedRecord, rateUsage, resolveAccounts, ruleVersionFor } from '../core/rating/rate-usage';
 import type { Deps } from '../deps';
 import { PermanentError } from './errors';
@@ -113,6 +114,11 @@ function rateRow(u: UsageRow, partnerships: Map<number, PartnershipContext>): Ra
     { currency: p.currency, roundingMode: p.roundingMode },
   );
   if (!rating.ok) throw new PermanentError(`${where}: ${rating.reason}`);
+  for (const r of rating.records) {
+    for (const t of r.transactions) {
+      if (!isStorable(t.amount)) throw new PermanentError(`${where}: the charge of ${t.amount} pennies for quantity ${u.quantity} is beyond the largest amount the ledger stores`);
+    }
+  }
   return rating.records;
 }
 

@@ -49,11 +49,11 @@ export async function registerFile(
   };
 
   const rejection = !partner
-    ? `unknown partner "${input.partnerCode}": no partner has that code`
+    ? `${base.name}: unknown partner "${input.partnerCode}": no partner has that code`
     : !format
-      ? `unsupported file type "${path.extname(input.name) || '(none)'}" for ${input.name}; expected .csv or .xml`
+      ? `${base.name}: unsupported file type "${path.extname(input.name) || '(none)'}"; expected .csv or .xml`
       : size > config.limits.maxFileBytes
-        ? `file is ${size} bytes, larger than the limit of ${config.limits.maxFileBytes}`
+        ? `${base.name}: the file is ${size} bytes, larger than the limit of ${config.limits.maxFileBytes}`
         : undefined;
   if (rejection) {
     const failedPath = storedPath('failed', input.partnerCode, input.fileId, input.name);
