@@ -5,6 +5,7 @@ import { loadPartnershipsOfCustomer, type PartnershipContext } from '../../adapt
 import { decimal, toDecimalString } from '../core/decimal';
 import { isStorable } from '../core/money';
 import { type RatedRecord, rateUsage, resolveAccounts, ruleVersionFor } from '../core/rating/rate-usage';
+import { dependsOnPosition } from '../core/rating/registry';
 import type { Deps } from '../deps';
 import { PermanentError } from './errors';
 
@@ -107,6 +108,11 @@ function rateRow(u: UsageRow, partnerships: Map<number, PartnershipContext>): Ra
     p.defaultAccountId,
   );
   if (!accounts.ok) throw new PermanentError(`${where}: ${accounts.reason}`);
+  if (dependsOnPosition(version.rules, u.product_code)) {
+    // Tiers and allowances need the usage's position in its period; until rating tracks it, refuse
+    // rather than bill every usage as if it were the period's first.
+    throw new PermanentError(`${where}: ${u.product_code} is priced by tiers or an allowance, which this version of the engine does not rate yet`);
+  }
   const rating = rateUsage(
     { productCode: u.product_code, productName: u.product_name, unit: u.unit, quantity: decimal(u.quantity) },
     version,
