@@ -7,6 +7,7 @@ import { ingestFile } from '../src/use-cases/ingest-file';
 import { rateFile } from '../src/use-cases/rate-file';
 import type { RegisteredFile } from '../src/use-cases/register-file';
 import { scanInbox } from '../src/use-cases/scan-inbox';
+import { counts, fileRow } from './support/file-rows';
 import { dropSettled, importDemoPartnerships } from './support/inbox-drops';
 import { findInvariantViolations } from './support/invariants';
 import { type TestContext, createTestContext } from './support/test-context';
@@ -23,29 +24,6 @@ function xml(usages: Array<{ id: string; product: string; user: string; quantity
     (u) => `  <usage id="${u.id}"><product>${u.product}</product><user>${u.user}</user><quantity>${u.quantity}</quantity><start>${u.start}</start></usage>`,
   );
   return ['<?xml version="1.0" encoding="UTF-8"?>', '<usageFeed partner="ACME">', ...records, '</usageFeed>', ''].join('\n');
-}
-
-interface FileRow {
-  id: string;
-  partner_id: string | null;
-  name: string;
-  status: string;
-  duplicate_of_file_id: string | null;
-  stored_path: string;
-  records_committed: number;
-  rows_read: number;
-  rows_accepted: number;
-  rows_rejected: number;
-  rows_duplicate: number;
-  error: string | null;
-}
-
-function fileRow(deps: Deps, fileId: number): Promise<FileRow> {
-  return deps.db('usage_files').where('id', fileId).first<FileRow>('*');
-}
-
-function counts(f: FileRow) {
-  return { status: f.status, read: f.rows_read, accepted: f.rows_accepted, rejected: f.rows_rejected, duplicate: f.rows_duplicate, committed: f.records_committed };
 }
 
 async function countOf(deps: Deps, table: string): Promise<number> {

@@ -13,6 +13,7 @@ import type { Deps } from '../src/deps';
 import { type IngestOutcome, ingestFile } from '../src/use-cases/ingest-file';
 import { rateFile } from '../src/use-cases/rate-file';
 import { scanInbox } from '../src/use-cases/scan-inbox';
+import { counts, fileRow } from './support/file-rows';
 import { dropSettled, importDemoPartnerships } from './support/inbox-drops';
 import { findInvariantViolations } from './support/invariants';
 import { type TestContext, createTestContext } from './support/test-context';
@@ -45,28 +46,6 @@ function csv(rows: readonly string[][], header = HEADER, eol = '\n'): string {
 /** An XML feed of ACME (or `partner`) around records written out in full, one per line from line 3. */
 function xml(records: readonly string[], partner = 'ACME'): string {
   return ['<?xml version="1.0" encoding="UTF-8"?>', `<usageFeed partner="${partner}">`, ...records.map((r) => `  ${r}`), '</usageFeed>', ''].join('\n');
-}
-
-interface FileRow {
-  id: string;
-  name: string;
-  status: string;
-  duplicate_of_file_id: string | null;
-  stored_path: string;
-  records_committed: number;
-  rows_read: number;
-  rows_accepted: number;
-  rows_rejected: number;
-  rows_duplicate: number;
-  error: string | null;
-}
-
-function fileRow(deps: Deps, fileId: number): Promise<FileRow> {
-  return deps.db('usage_files').where('id', fileId).first<FileRow>('*');
-}
-
-function counts(f: FileRow) {
-  return { status: f.status, read: f.rows_read, accepted: f.rows_accepted, rejected: f.rows_rejected, duplicate: f.rows_duplicate, committed: f.records_committed };
 }
 
 /** What the books hold, all partners together: a bad file or row must leave every figure as it was. */
