@@ -62,30 +62,36 @@ async function ratePages(
   totals: { usages: number; records: number; transactions: number },
 ): Promise<void> {
   const { db } = deps;
+  // A keyset cursor: each page starts after the last usage of the previous one, so a page costs the
+  // same at the end of a million-row file as at its start. Every usage of the file exists before
+  // rating starts (the ingest commits them all first), so none can appear behind the cursor.
+  let afterId = '0';
   for (;;) {
     const page = await db.transaction(async (tx) => {
       const locked = await tx('usage_files').where('id', fileId).forUpdate().first<{ status: string }>('status');
       if (locked.status !== 'parsed') return undefined;
-      const usages = await unratedUsages(tx, fileId);
+      const usages = await unratedUsages(tx, fileId, afterId);
       if (usages.length === 0) {
         await tx('usage_files').where('id', fileId).update({ status: 'rated', rated_at: tx.fn.now(), updated_at: tx.fn.now() });
         return undefined;
       }
       const rated = usages.map((u) => ({ usage: u, records: rateRow(u, partnerships) }));
       const counts = await writeRecords(tx, rated);
-      return { usages: usages.length, ...counts };
+      return { usages: usages.length, lastId: usages[usages.length - 1]!.id, ...counts };
     });
     if (!page) break;
+    afterId = page.lastId;
     totals.usages += page.usages;
     totals.records += page.records;
     totals.transactions += page.transactions;
   }
 }
 
-function unratedUsages(tx: Knex.Transaction, fileId: number): Promise<UsageRow[]> {
+function unratedUsages(tx: Knex.Transaction, fileId: number, afterId: string): Promise<UsageRow[]> {
   return tx('product_usages as u')
     .join('products as p', 'p.id', 'u.product_id')
     .where('u.source_file_id', fileId)
+    .where('u.id', '>', afterId)
     .whereNotExists(tx('billing_records as r').whereRaw('r.usage_id = u.id'))
     .orderBy('u.id')
     .limit(PAGE)

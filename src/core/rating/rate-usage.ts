@@ -12,6 +12,17 @@ export interface RuleVersion {
   rules: RuleSet;
 }
 
+// The first instant of each version in each zone, computed once: this runs for every usage.
+const versionStarts = new WeakMap<RuleVersion, Map<string, bigint>>();
+
+function versionStart(version: RuleVersion, timeZone: string): bigint {
+  let byZone = versionStarts.get(version);
+  if (!byZone) versionStarts.set(version, (byZone = new Map<string, bigint>()));
+  let start = byZone.get(timeZone);
+  if (start === undefined) byZone.set(timeZone, (start = startOfLocalDate(version.effectiveFrom, timeZone).epochNanoseconds));
+  return start;
+}
+
 /** The version in force for a usage starting at `startedAt`: the latest that began at or before it. */
 export function ruleVersionFor(
   versions: readonly RuleVersion[],
@@ -19,8 +30,9 @@ export function ruleVersionFor(
   timeZone: string,
 ): RuleVersion | undefined {
   let best: RuleVersion | undefined;
+  const at = startedAt.epochNanoseconds;
   for (const v of versions) {
-    if (startOfLocalDate(v.effectiveFrom, timeZone).epochNanoseconds > startedAt.epochNanoseconds) continue;
+    if (versionStart(v, timeZone) > at) continue;
     if (!best || v.effectiveFrom > best.effectiveFrom) best = v;
   }
   return best;
