@@ -10,7 +10,7 @@ import type { Deps } from '../deps';
 
 export interface PartnershipRunResult {
   partnership: string;
-  outcome: 'invoiced' | 'already_invoiced' | 'nothing_to_bill' | 'period_open' | 'files_in_progress';
+  outcome: 'invoiced' | 'already_invoiced' | 'nothing_to_bill' | 'period_open' | 'files_in_progress' | 'rules_not_settled';
   invoiceId?: number;
   invoiceNumber?: string;
   totalPennies?: string;
@@ -89,6 +89,12 @@ export async function runBillingPeriod(
     const inFlight = await d.db('usage_files').where('partner_id', p.customer_partner_id).whereIn('status', ['received', 'parsing', 'parsed']).count<{ count: string }[]>('* as count');
     if (Number(inFlight[0]?.count ?? 0) > 0) {
       return { ...base, outcome: 'files_in_progress', note: `${inFlight[0]?.count} file(s) of ${p.customer_code} still being ingested or rated` };
+    }
+    const unsettled = await unsettledRuleKinds(d.db, p.id, per);
+    if (unsettled.length > 0) {
+      // Invoicing without them would bill the period wrongly (no fee, no true-up, provisional volume
+      // prices); the partnership waits, visibly, until period-close settlement exists.
+      return { ...base, outcome: 'rules_not_settled', note: `rules of kind ${unsettled.join(', ')} are settled at period close, which this version of the engine does not do yet` };
     }
     return d.db.transaction(async (tx): Promise<PartnershipRunResult> => {
       // One billing run at a time per partnership; the unique index is the guarantee, the lock avoids wasted work.
@@ -176,6 +182,19 @@ export async function runBillingPeriod(
 }
 
 class NothingToBill extends Error {}
+
+const PERIOD_CLOSE_KINDS = ['volume_tiers', 'minimum_commitment', 'cap', 'fixed_fee', 'credit'];
+
+/** Kinds in the partnership's rule versions in force during the period that need settling at close. */
+async function unsettledRuleKinds(db: Knex, partnershipId: string, period: string): Promise<string[]> {
+  const last = addDays(periodBounds(period, 'UTC').end.toZonedDateTimeISO('UTC').toPlainDate().toString(), -1);
+  const { rows } = await db.raw<{ rows: { kind: string }[] }>(
+    `SELECT DISTINCT r->>'kind' AS kind FROM rule_versions v, jsonb_array_elements(v.rules) r
+     WHERE v.partnership_id = ? AND v.effective_from <= ? AND r->>'kind' = ANY(?::text[]) ORDER BY 1`,
+    [partnershipId, last, PERIOD_CLOSE_KINDS],
+  );
+  return rows.map((r) => r.kind);
+}
 
 /** Partnerships whose contract overlaps the period, in code order so numbering is deterministic. */
 function activePartnerships(db: Knex, period: string): Promise<PartnershipRow[]> {
