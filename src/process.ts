@@ -1,6 +1,7 @@
 import type { Deps } from './deps';
 
-function within<T>(ms: number, work: Promise<T>): Promise<T> {
+/** Resolves with the value, or rejects after `ms`, so a dead dependency answers instead of hanging. */
+export function within<T>(ms: number, work: Promise<T>): Promise<T> {
   return Promise.race([
     work,
     new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref()),

@@ -1,6 +1,9 @@
 import { OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Deps } from '../deps';
 
+// Routes answer 503 instead of hanging when a dependency does not answer in time.
+export { within } from '../process';
+
 export type ApiDeps = Pick<Deps, 'db' | 'redis' | 'queues' | 'config' | 'logger' | 'clock'>;
 
 export const ErrorSchema = z
@@ -23,14 +26,6 @@ export function newRouter(): OpenAPIHono {
       return undefined;
     },
   });
-}
-
-/** Resolves with the value, or rejects after `ms`, so a dead dependency answers 503 instead of hanging. */
-export function within<T>(ms: number, work: Promise<T>): Promise<T> {
-  return Promise.race([
-    work,
-    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref()),
-  ]);
 }
 
 export const Paging = z.object({

@@ -14,6 +14,7 @@ import {
   periodOf,
   previousPeriod,
   startOfLocalDate,
+  lastDayOfPeriod,
 } from './period';
 
 const LONDON = 'Europe/London';
@@ -319,5 +320,16 @@ describe('results do not depend on the process time zone', () => {
       if (saved === undefined) delete process.env.TZ;
       else process.env.TZ = saved;
     }
+  });
+});
+
+describe('lastDayOfPeriod', () => {
+  it.each([
+    ['2026-10', '2026-10-31'],
+    ['2026-02', '2026-02-28'],
+    ['2028-02', '2028-02-29'],
+    ['2026-12', '2026-12-31'],
+  ])('%s ends on %s', (period, day) => {
+    expect(lastDayOfPeriod(period)).toBe(day);
   });
 });

@@ -48,6 +48,12 @@ export function periodBounds(period: Period, timeZone: string): { start: Tempora
   };
 }
 
+/** The last calendar day of a period ('YYYY-MM-DD'), e.g. for comparing with contract dates. */
+export function lastDayOfPeriod(period: Period): string {
+  const ym = parsePeriod(period);
+  return ym.toPlainDate({ day: ym.daysInMonth }).toString();
+}
+
 export function previousPeriod(period: Period): Period {
   return parsePeriod(period).subtract({ months: 1 }).toString();
 }

@@ -3,7 +3,7 @@ import { bindings } from '../../adapters/db/bindings';
 import { loadInvoiceDocument } from '../../adapters/db/invoice-repository';
 import { compareLines, describeLine, formatInvoiceNumber, invoiceTotal } from '../core/invoice';
 import { pennies } from '../core/money';
-import { addDays, isPeriodClosed, localDateOf, periodBounds, previousPeriod } from '../core/period';
+import { addDays, isPeriodClosed, lastDayOfPeriod, localDateOf, previousPeriod } from '../core/period';
 import { decimal, toDecimalString } from '../core/decimal';
 import { renderInvoiceEmail } from '../core/invoice-email';
 import type { Deps } from '../deps';
@@ -187,7 +187,7 @@ const PERIOD_CLOSE_KINDS = ['volume_tiers', 'minimum_commitment', 'cap', 'fixed_
 
 /** Kinds in the partnership's rule versions in force during the period that need settling at close. */
 async function unsettledRuleKinds(db: Knex, partnershipId: string, period: string): Promise<string[]> {
-  const last = addDays(periodBounds(period, 'UTC').end.toZonedDateTimeISO('UTC').toPlainDate().toString(), -1);
+  const last = lastDayOfPeriod(period);
   const { rows } = await db.raw<{ rows: { kind: string }[] }>(
     `SELECT DISTINCT r->>'kind' AS kind FROM rule_versions v, jsonb_array_elements(v.rules) r
      WHERE v.partnership_id = ? AND v.effective_from <= ? AND r->>'kind' = ANY(?::text[]) ORDER BY 1`,
@@ -199,7 +199,7 @@ async function unsettledRuleKinds(db: Knex, partnershipId: string, period: strin
 /** Partnerships whose contract overlaps the period, in code order so numbering is deterministic. */
 function activePartnerships(db: Knex, period: string): Promise<PartnershipRow[]> {
   const first = `${period}-01`;
-  const last = addDays(periodBounds(period, 'UTC').end.toZonedDateTimeISO('UTC').toPlainDate().toString(), -1);
+  const last = lastDayOfPeriod(period);
   return db('partnerships as ps')
     .join('partners as c', 'c.id', 'ps.customer_partner_id')
     .join('partners as pr', 'pr.id', 'ps.provider_partner_id')
