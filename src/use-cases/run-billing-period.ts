@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { bindings } from '../../adapters/db/bindings';
 import { loadInvoiceDocument } from '../../adapters/db/invoice-repository';
+import { nextInvoiceNumber } from '../../adapters/db/invoice-numbers';
 import { compareLines, describeLine, formatInvoiceNumber, invoiceTotal } from '../core/invoice';
 import { pennies } from '../core/money';
 import { addDays, isPeriodClosed, lastDayOfPeriod, localDateOf, previousPeriod } from '../core/period';
@@ -211,17 +212,6 @@ function activePartnerships(db: Knex, period: string): Promise<PartnershipRow[]>
       'c.code as customer_code', 'pr.code as provider_code', 'ps.invoice_recipients', 'c.email as customer_email',
       'ps.payment_terms_days',
     );
-}
-
-/** The next number for the issuer and year; the row lock it takes is held until the invoice commits. */
-async function nextInvoiceNumber(tx: Knex.Transaction, issuerId: string, year: number): Promise<number> {
-  const { rows } = await tx.raw<{ rows: { last_number: number }[] }>(
-    `INSERT INTO invoice_number_sequences (issuer_partner_id, year, last_number) VALUES (?, ?, 1)
-     ON CONFLICT (issuer_partner_id, year) DO UPDATE SET last_number = invoice_number_sequences.last_number + 1
-     RETURNING last_number`,
-    [issuerId, year],
-  );
-  return rows[0]!.last_number;
 }
 
 /** Marks the partnership's uninvoiced transactions of this period and earlier as this invoice's. */
