@@ -46,6 +46,7 @@ export async function loadPartnershipsOfCustomer(db: Db, customerPartnerId: numb
       ),
     db('rule_versions')
       .whereIn('partnership_id', ids)
+      .whereNull('superseded_at')
       .orderBy('effective_from')
       .select<{ id: string; partnership_id: string; effective_from: string; rules: unknown }[]>('id', 'partnership_id', 'effective_from', 'rules'),
   ]);

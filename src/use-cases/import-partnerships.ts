@@ -51,7 +51,7 @@ export async function importPartnerships(deps: Deps, doc: ImportDocument, actor:
       }
       const differs = Object.entries(values).some(([k, v]) => JSON.stringify(normalise(before[k])) !== JSON.stringify(normalise(v)));
       if (differs) {
-        await tx(table).where('id', before.id as string).update({ ...values, ...(table === 'account_splits' || table === 'rule_versions' ? {} : { updated_at: tx.fn.now() }) });
+        await tx(table).where('id', before.id as string).update({ ...values, ...(table === 'account_splits' ? {} : { updated_at: tx.fn.now() }) });
         await audit(tx, actor, `${table}.updated`, table, String(before.id), pick(before, Object.keys(values)), values);
         changed += 1;
       }
@@ -120,12 +120,30 @@ export async function importPartnerships(deps: Deps, doc: ImportDocument, actor:
         for (const rule of r.rules) {
           if ('product' in rule) await idOf('products', productIds, rule.product, `product in rules of ${ps.code}`);
         }
-        await upsert('rule_versions', { partnership_id: partnershipId, effective_from: r.effective_from }, { rules: JSON.stringify(r.rules) });
+        await putRuleVersion(tx, actor, partnershipId, r.effective_from, r.rules).then((did) => void (changed += did ? 1 : 0));
       }
     }
   });
   deps.logger.info({ changed }, 'partnerships imported');
   return { partners: doc.partners.length, products: doc.products.length, partnerships: doc.partnerships.length, changed };
+}
+
+/**
+ * Rule versions are immutable: transactions name the version that produced them. New rules for an
+ * effective date that already has a version retire it (superseded_at) and add a new version; the
+ * same rules again change nothing. Re-rating the affected periods is then an explicit step.
+ */
+async function putRuleVersion(tx: Knex.Transaction, actor: string, partnershipId: string, effectiveFrom: string, rules: unknown): Promise<boolean> {
+  const live = await tx('rule_versions')
+    .where({ partnership_id: partnershipId, effective_from: effectiveFrom })
+    .whereNull('superseded_at')
+    .forUpdate()
+    .first<{ id: string; rules: unknown } | undefined>('id', 'rules');
+  if (live && JSON.stringify(normalise(live.rules)) === JSON.stringify(normalise(rules))) return false;
+  if (live) await tx('rule_versions').where('id', live.id).update({ superseded_at: tx.fn.now() });
+  const [row] = await tx('rule_versions').insert({ partnership_id: partnershipId, effective_from: effectiveFrom, rules: JSON.stringify(rules) }).returning<{ id: string }[]>('id');
+  await audit(tx, actor, live ? 'rule_versions.replaced' : 'rule_versions.created', 'rule_versions', String(row!.id), live ? { id: live.id, rules: live.rules } : null, { effective_from: effectiveFrom, rules });
+  return true;
 }
 
 async function audit(tx: Knex.Transaction, actor: string, action: string, entity: string, entityId: string, before: unknown, after: unknown): Promise<void> {

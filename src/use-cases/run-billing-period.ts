@@ -54,7 +54,7 @@ export async function runBillingPeriod(
   const { db, clock, logger } = deps;
   const now = clock.now();
   const period = input.period ?? previousPeriod(now.toZonedDateTimeISO('UTC').toPlainDate().toPlainYearMonth().toString());
-  const [run] = await db('billing_runs').insert({ period, status: 'running', requested_by: input.requestedBy }).returning<{ id: string }[]>('id');
+  const [run] = await db('billing_runs').insert({ period, status: 'running', requested_by: input.requestedBy, started_at: db.fn.now() }).returning<{ id: string }[]>('id');
   const billingRunId = Number(run!.id);
   const results: PartnershipRunResult[] = [];
   try {
@@ -191,7 +191,7 @@ async function unsettledRuleKinds(db: Knex, partnershipId: string, period: strin
   const last = lastDayOfPeriod(period);
   const { rows } = await db.raw<{ rows: { kind: string }[] }>(
     `SELECT DISTINCT r->>'kind' AS kind FROM rule_versions v, jsonb_array_elements(v.rules) r
-     WHERE v.partnership_id = ? AND v.effective_from <= ? AND r->>'kind' = ANY(?::text[]) ORDER BY 1`,
+     WHERE v.partnership_id = ? AND v.superseded_at IS NULL AND v.effective_from <= ? AND r->>'kind' = ANY(?::text[]) ORDER BY 1`,
     [partnershipId, last, PERIOD_CLOSE_KINDS],
   );
   return rows.map((r) => r.kind);

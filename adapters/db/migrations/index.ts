@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as initialSchema from './0001-initial-schema';
 import * as feedProfiles from './0002-feed-profiles-and-control-totals';
 import * as superseding from './0003-superseding-files';
+import * as periodSettlement from './0004-period-settlement';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -16,6 +17,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0001-initial-schema', initialSchema],
   ['0002-feed-profiles-and-control-totals', feedProfiles],
   ['0003-superseding-files', superseding],
+  ['0004-period-settlement', periodSettlement],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
