@@ -3,6 +3,7 @@ import type { RoundingMode } from '../../src/core/rounding';
 import type { RuleVersion, SplitRule } from '../../src/core/rating/rate-usage';
 import { ruleSetSchema } from '../../src/core/rating/registry';
 import type { PartnershipForValidation, ProductForValidation } from '../../src/core/validate-usage';
+import type { Knex } from 'knex';
 import type { Db } from './database';
 
 export interface PartnershipContext extends PartnershipForValidation {
@@ -32,8 +33,18 @@ interface PartnershipRow {
 }
 
 /** Everything validation and rating need about a customer's partnerships, in four queries. */
-export async function loadPartnershipsOfCustomer(db: Db, customerPartnerId: number): Promise<PartnershipContext[]> {
-  const rows = await db('partnerships').where('customer_partner_id', customerPartnerId).orderBy('code').select<PartnershipRow[]>('*');
+export function loadPartnershipsOfCustomer(db: Db | Knex.Transaction, customerPartnerId: number): Promise<PartnershipContext[]> {
+  return loadPartnerships(db, { customer_partner_id: customerPartnerId });
+}
+
+/** One partnership by id or code, with its accounts, splits and live rule versions. */
+export async function loadPartnership(db: Db | Knex.Transaction, key: { id: number } | { code: string }): Promise<PartnershipContext | undefined> {
+  const [p] = await loadPartnerships(db, key);
+  return p;
+}
+
+async function loadPartnerships(db: Db | Knex.Transaction, where: Record<string, string | number>): Promise<PartnershipContext[]> {
+  const rows = await db('partnerships').where(where).orderBy('code').select<PartnershipRow[]>('*');
   if (rows.length === 0) return [];
   const ids = rows.map((r) => r.id);
   const [accounts, splits, versions] = await Promise.all([

@@ -49,7 +49,8 @@ export interface PricingCalculator<R extends { kind: string; product: string }> 
   price(rule: R, window: Window, usage: UsageToRate, ctx: RatingContext): RatedAmount;
   /**
    * For rules settled at period close (volume tiers): the usage's final charge once the period's
-   * total quantity is known. The difference to the provisional charge is an adjustment.
+   * chargeable quantity is known. Settlement books the difference to the provisional charge as an
+   * adjustment.
    */
   settle?(rule: R, window: Window, periodQuantity: Decimal, usage: UsageToRate, ctx: RatingContext): RatedAmount;
 }

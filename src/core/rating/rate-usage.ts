@@ -102,6 +102,8 @@ export type UsageRating = { ok: true; records: RatedRecord[]; chargeable: Window
  *
  * Order: the allowance decides which units are chargeable; the pricing rule prices them, exactly,
  * rounded once; each discount or surcharge is its own transaction on that rounded charge.
+ * `periodQuantity`, once the period is closed, is its total quantity of the product: pricing rules
+ * settled at close (volume tiers) then give the usage's final charge instead of a provisional one.
  */
 export function rateUsage(
   usage: UsageToRate,
@@ -109,6 +111,7 @@ export function rateUsage(
   shares: readonly AccountShare[],
   ctx: RatingContext,
   before: Decimal = ZERO,
+  opts: { periodQuantity?: Decimal } = {},
 ): UsageRating {
   const pricing = pricingRuleFor(version.rules, usage.productCode);
   if (!pricing) {
@@ -117,7 +120,15 @@ export function rateUsage(
   const window: Window = { before, quantity: usage.quantity };
   const allowance = allowanceRuleFor(version.rules, usage.productCode);
   const chargeable = allowance ? allowanceCalculator.chargeable(allowance, window) : window;
-  const base = pricingCalculatorFor(pricing).price(pricing, chargeable, usage, ctx);
+  const calculator = pricingCalculatorFor(pricing);
+  // At period close a rule that settles (volume tiers) prices the usage at its final price, given
+  // the period's chargeable quantity: the allowance's free units never reach a tier.
+  const periodChargeable =
+    opts.periodQuantity === undefined ? undefined : allowance ? allowanceCalculator.chargeable(allowance, { before: ZERO, quantity: opts.periodQuantity }).quantity : opts.periodQuantity;
+  const base =
+    periodChargeable !== undefined && calculator.settle
+      ? calculator.settle(pricing, chargeable, periodChargeable, usage, ctx)
+      : calculator.price(pricing, chargeable, usage, ctx);
   if (allowance && compare(chargeable.quantity, usage.quantity) !== 0) {
     base.description += `; ${toDecimalString(sub(usage.quantity, chargeable.quantity))} ${usage.unit} included in the allowance of ${allowance.units}`;
   }

@@ -31,10 +31,10 @@ export const volumeTiersCalculator: PricingCalculator<VolumeTiersRule> = {
   settle(rule, window, periodQuantity, usage, ctx) {
     const price = volumePrice(rule.tiers, periodQuantity);
     return {
-      kind: 'adjustment',
+      kind: 'charge',
       amount: toPennies(mul(window.quantity, price), ctx.currency, ctx.roundingMode),
       unitPrice: price,
-      description: `${rule.description ?? usage.productName}: volume tier for ${toDecimalString(periodQuantity)} ${usage.unit} in the period is ${toDecimalString(price)}`,
+      description: `${rule.description ?? usage.productName}: ${toDecimalString(window.quantity)} ${usage.unit} at ${toDecimalString(price)}, the volume tier of ${toDecimalString(periodQuantity)} ${usage.unit} in the period`,
     };
   },
 };

@@ -1,0 +1,277 @@
+import type { Knex } from 'knex';
+import { Temporal } from 'temporal-polyfill';
+import { bindings } from '../../adapters/db/bindings';
+import type { PartnershipContext } from '../../adapters/db/partnership-repository';
+import { type Decimal, ZERO, add, decimal, toDecimalString } from '../core/decimal';
+import { isStorable } from '../core/money';
+import type { RatingContext } from '../core/rating/calculator';
+import { type AccountShare, type RatedRecord, type RuleVersion, rateUsage, resolveAccounts, ruleVersionFor } from '../core/rating/rate-usage';
+import type { BookedRecord, ReratePlan } from '../core/rating/rerate-plan';
+import { dependsOnPosition } from '../core/rating/registry';
+import { PermanentError } from './errors';
+
+/*
+ * What rating a file, re-rating a period and settling a period share: reading usages with their
+ * place in the period, rating them under the partnership's rules, and writing or correcting their
+ * billing records in bulk (a few statements per page, never one per usage).
+ */
+
+export interface UsageRow {
+  id: string;
+  external_id: string;
+  partnership_id: string;
+  product_id: string;
+  product_code: string;
+  product_name: string;
+  unit: string;
+  user_ref: string;
+  account_id: string | null;
+  quantity: string;
+  started_at: Date;
+  period: string;
+  source_record: number;
+}
+
+/** The columns of UsageRow, for a query over product_usages u joined to products p. */
+export const USAGE_COLUMNS = [
+  'u.id', 'u.external_id', 'u.partnership_id', 'u.product_id', 'p.code as product_code', 'p.name as product_name', 'p.unit',
+  'u.user_ref', 'u.account_id', 'u.quantity', 'u.started_at', 'u.period', 'u.source_record',
+];
+const USAGE_COLUMNS_SQL = USAGE_COLUMNS.map((c) => c.replace(' as ', ' AS ')).join(', ');
+
+export interface PreparedRow {
+  usage: UsageRow;
+  where: string;
+  version: RuleVersion;
+  shares: AccountShare[];
+  ctx: RatingContext;
+  positional: boolean;
+}
+
+/** The rule version, accounts and currency a usage is rated with; a usage that cannot be rated is a PermanentError naming it. */
+export function prepareRow(u: UsageRow, partnerships: ReadonlyMap<number, PartnershipContext>): PreparedRow {
+  const where = `usage ${u.external_id} (id ${u.id}, file record ${u.source_record})`;
+  const p = partnerships.get(Number(u.partnership_id));
+  if (!p) throw new PermanentError(`${where}: partnership ${u.partnership_id} not found`);
+  const startedAt = Temporal.Instant.fromEpochMilliseconds(u.started_at.getTime());
+  const version = ruleVersionFor(p.ruleVersions, startedAt, p.timeZone);
+  if (!version) throw new PermanentError(`${where}: partnership ${p.code} has no rules in force at ${startedAt.toString()}`);
+  const accounts = resolveAccounts(
+    { accountId: u.account_id === null ? null : Number(u.account_id), userRef: u.user_ref, productId: Number(u.product_id) },
+    p.splits,
+    p.defaultAccountId,
+  );
+  if (!accounts.ok) throw new PermanentError(`${where}: ${accounts.reason}`);
+  return {
+    usage: u,
+    where,
+    version,
+    shares: accounts.shares,
+    ctx: { currency: p.currency, roundingMode: p.roundingMode },
+    positional: dependsOnPosition(version.rules, u.product_code),
+  };
+}
+
+/** Rates a prepared usage at its place in the period; with `periodQuantity`, at its settled (final) price. */
+export function rateRow(p: PreparedRow, before: Decimal, periodQuantity?: Decimal): RatedRecord[] {
+  const u = p.usage;
+  const rating = rateUsage(
+    { productCode: u.product_code, productName: u.product_name, unit: u.unit, quantity: decimal(u.quantity) },
+    p.version,
+    p.shares,
+    p.ctx,
+    before,
+    periodQuantity === undefined ? {} : { periodQuantity },
+  );
+  if (!rating.ok) throw new PermanentError(`${p.where}: ${rating.reason}`);
+  for (const r of rating.records) {
+    for (const t of r.transactions) {
+      if (!isStorable(t.amount)) throw new PermanentError(`${p.where}: the charge of ${t.amount} pennies for quantity ${u.quantity} is beyond the largest amount the ledger stores`);
+    }
+  }
+  return rating.records;
+}
+
+/** The advisory lock key of a period group: one partnership's usage of one product in one month. */
+export function groupKey(partnershipId: string | number, productId: string | number, period: string): string {
+  return `rate:${partnershipId}:${productId}:${period}`;
+}
+
+/** Takes the groups' locks in a fixed order, so two transactions never wait on each other in a cycle. */
+export async function lockGroups(tx: Knex.Transaction, keys: Iterable<string>): Promise<string[]> {
+  const sorted = [...new Set(keys)].sort();
+  for (const key of sorted) await tx.raw('SELECT pg_advisory_xact_lock(hashtextextended(?, 0))', [key]);
+  return sorted;
+}
+
+/**
+ * The order within a period group: start time, then usage id compared byte by byte (COLLATE "C"),
+ * so the order, and hence the tiers, never depend on a database's locale.
+ */
+const EARLIER = `(o.started_at < u.started_at OR (o.started_at = u.started_at AND o.external_id COLLATE "C" < u.external_id COLLATE "C"))`;
+const SAME_GROUP = `o.partnership_id = u.partnership_id AND o.product_id = u.product_id AND o.period = u.period AND o.superseded_at IS NULL`;
+
+/** How much of each usage's product the partnership used earlier in the same period (live usages of every file). */
+export async function positionsOf(tx: Knex.Transaction, usageIds: string[]): Promise<Map<string, Decimal>> {
+  const { rows } = await tx.raw<{ rows: { id: string; before: string }[] }>(
+    `SELECT u.id, coalesce((SELECT sum(o.quantity) FROM product_usages o WHERE ${SAME_GROUP} AND ${EARLIER}), 0)::text AS before
+     FROM product_usages u WHERE u.id = ANY(?::bigint[])`,
+    [usageIds],
+  );
+  return new Map(rows.map((r) => [r.id, decimal(r.before)]));
+}
+
+/** Usages that come after any of `usageIds` in their period groups and are already rated. */
+export async function laterRatedUsages(tx: Knex.Transaction, usageIds: string[]): Promise<UsageRow[]> {
+  const { rows } = await tx.raw<{ rows: UsageRow[] }>(
+    `SELECT DISTINCT ${USAGE_COLUMNS_SQL}
+     FROM product_usages n
+     JOIN product_usages u ON u.partnership_id = n.partnership_id AND u.product_id = n.product_id AND u.period = n.period
+       AND u.superseded_at IS NULL AND u.id <> ALL(?::bigint[])
+       AND (u.started_at > n.started_at OR (u.started_at = n.started_at AND u.external_id COLLATE "C" > n.external_id COLLATE "C"))
+     JOIN products p ON p.id = u.product_id
+     WHERE n.id = ANY(?::bigint[]) AND EXISTS (SELECT 1 FROM billing_records r WHERE r.usage_id = u.id)`,
+    [usageIds, usageIds],
+  );
+  return rows;
+}
+
+export interface PositionedUsage extends UsageRow {
+  /** Quantity of the product used earlier in the period. */
+  before: Decimal;
+}
+
+/**
+ * Every live usage of a partnership's period (optionally of some products), in period order, a page
+ * at a time, each with its position. A keyset cursor over (product, start, usage id) and a running
+ * sum carried from page to page: linear in the period's size, whatever its size.
+ */
+export async function* periodUsagePages(
+  tx: Knex.Transaction,
+  partnershipId: number,
+  period: string,
+  productIds: readonly number[] | null,
+  pageSize = 5000,
+): AsyncGenerator<PositionedUsage[]> {
+  let cursor: { productId: string; startedAt: string; externalId: string } | undefined;
+  let carried = ZERO;
+  for (;;) {
+    const { rows } = await tx.raw<{ rows: Array<UsageRow & { started_key: string }> }>(
+      `SELECT ${USAGE_COLUMNS_SQL}, u.started_at::text AS started_key
+       FROM product_usages u JOIN products p ON p.id = u.product_id
+       WHERE u.partnership_id = ? AND u.period = ? AND u.superseded_at IS NULL
+         ${productIds ? 'AND u.product_id = ANY(?::bigint[])' : ''}
+         ${cursor ? `AND (u.product_id, u.started_at, u.external_id COLLATE "C") > (?::bigint, ?::timestamptz, ?::text COLLATE "C")` : ''}
+       ORDER BY u.product_id, u.started_at, u.external_id COLLATE "C"
+       LIMIT ?`,
+      [partnershipId, period, ...(productIds ? [[...productIds]] : []), ...(cursor ? [cursor.productId, cursor.startedAt, cursor.externalId] : []), pageSize],
+    );
+    if (rows.length === 0) return;
+    const page: PositionedUsage[] = [];
+    let product = cursor?.productId;
+    for (const { started_key: _, ...row } of rows) {
+      if (row.product_id !== product) {
+        product = row.product_id;
+        carried = ZERO;
+      }
+      page.push({ ...row, before: carried });
+      carried = add(carried, decimal(row.quantity));
+    }
+    const last = rows[rows.length - 1]!;
+    cursor = { productId: last.product_id, startedAt: last.started_key, externalId: last.external_id };
+    yield page;
+    if (rows.length < pageSize) return;
+  }
+}
+
+/** What each usage's records book now: one row per record, its transactions summed. */
+export async function bookedRecords(tx: Knex.Transaction, usageIds: readonly string[]): Promise<BookedRecord[]> {
+  if (usageIds.length === 0) return [];
+  const { rows } = await tx.raw<{ rows: { usage_id: string; record_id: string; account_id: string; total: string; invoiced: boolean }[] }>(
+    `SELECT r.usage_id, r.id AS record_id, r.account_id, coalesce(sum(t.amount_pennies), 0)::text AS total, coalesce(bool_or(t.invoice_id IS NOT NULL), false) AS invoiced
+     FROM billing_records r LEFT JOIN transactions t ON t.billing_record_id = r.id
+     WHERE r.usage_id = ANY(?::bigint[]) GROUP BY r.usage_id, r.id, r.account_id`,
+    [[...usageIds]],
+  );
+  return rows.map((r) => ({ recordId: r.record_id, usageId: r.usage_id, accountId: Number(r.account_id), total: BigInt(r.total), invoiced: r.invoiced }));
+}
+
+/** Two statements per page whatever its size: records, then their transactions. */
+export async function writeRecords(
+  tx: Knex.Transaction,
+  rated: ReadonlyArray<{ usage: UsageRow; records: RatedRecord[] }>,
+): Promise<{ records: number; transactions: number }> {
+  const flat = rated.flatMap(({ usage, records }) => records.map((record) => ({ usage, record })));
+  if (flat.length === 0) return { records: 0, transactions: 0 };
+  const { rows } = await tx.raw<{ rows: { id: string; usage_id: string; account_id: string }[] }>(
+    `INSERT INTO billing_records (usage_id, partnership_id, account_id, product_id, period, quantity, split_percent)
+     SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::numeric[], ?::numeric[])
+     RETURNING id, usage_id, account_id`,
+    bindings(
+      flat.map((f) => f.usage.id),
+      flat.map((f) => f.usage.partnership_id),
+      flat.map((f) => f.record.accountId),
+      flat.map((f) => f.usage.product_id),
+      flat.map((f) => f.usage.period),
+      flat.map((f) => toDecimalString(f.record.quantity)),
+      flat.map((f) => toDecimalString(f.record.splitPercent)),
+    ),
+  );
+  const recordIds = new Map(rows.map((r) => [`${r.usage_id}/${r.account_id}`, r.id]));
+  const txs = flat.flatMap(({ usage, record }) => {
+    const recordId = recordIds.get(`${usage.id}/${record.accountId}`);
+    if (recordId === undefined) throw new Error(`record for usage ${usage.id} account ${record.accountId} was not returned`);
+    return record.transactions.map((t) => ({ recordId, t }));
+  });
+  await tx.raw(
+    `INSERT INTO transactions (billing_record_id, kind, amount_pennies, description, unit_price, rule_version_id)
+     SELECT * FROM unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::numeric[], ?::bigint[])`,
+    bindings(
+      txs.map((x) => x.recordId),
+      txs.map((x) => x.t.kind),
+      txs.map((x) => x.t.amount.toString()),
+      txs.map((x) => x.t.description),
+      txs.map((x) => (x.t.unitPrice ? toDecimalString(x.t.unitPrice) : null)),
+      txs.map((x) => x.t.ruleVersionId),
+    ),
+  );
+  return { records: rows.length, transactions: txs.length };
+}
+
+/**
+ * Carries out a re-rating plan: replaced usages lose their (uninvoiced) records and get new ones;
+ * invoiced usages get adjustment transactions. A plan with conflicts is refused whole.
+ */
+export async function applyPlan(tx: Knex.Transaction, plan: ReratePlan, usages: ReadonlyMap<string, UsageRow>): Promise<{ replaced: number; adjusted: number }> {
+  if (plan.conflicts.length > 0) {
+    const more = plan.conflicts.length > 3 ? ` (and ${plan.conflicts.length - 3} more)` : '';
+    throw new PermanentError(`cannot re-rate: ${plan.conflicts.slice(0, 3).map((c) => c.message).join('; ')}${more}`);
+  }
+  if (plan.replace.length > 0) {
+    const ids = plan.replace.map((r) => r.usageId);
+    await tx.raw(`DELETE FROM transactions WHERE billing_record_id IN (SELECT id FROM billing_records WHERE usage_id = ANY(?::bigint[])) AND invoice_id IS NULL`, [ids]);
+    await tx.raw(`DELETE FROM billing_records WHERE usage_id = ANY(?::bigint[])`, [ids]);
+    await writeRecords(
+      tx,
+      plan.replace.map((r) => {
+        const usage = usages.get(r.usageId);
+        if (!usage) throw new Error(`usage ${r.usageId} of the plan was not loaded`);
+        return { usage, records: r.records };
+      }),
+    );
+  }
+  if (plan.adjustments.length > 0) {
+    await tx.raw(
+      `INSERT INTO transactions (billing_record_id, kind, amount_pennies, description, rule_version_id)
+       SELECT * FROM unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::bigint[])`,
+      bindings(
+        plan.adjustments.map((a) => a.recordId),
+        plan.adjustments.map(() => 'adjustment'),
+        plan.adjustments.map((a) => a.amount.toString()),
+        plan.adjustments.map((a) => a.description),
+        plan.adjustments.map((a) => a.ruleVersionId),
+      ),
+    );
+  }
+  return { replaced: plan.replace.length, adjusted: new Set(plan.adjustments.map((a) => a.usageId)).size };
+}
