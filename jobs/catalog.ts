@@ -13,11 +13,14 @@ export const queueCatalog = {
   'rate-file': z.object({ fileId: id }).strict(),
   'billing-run': z
     .object({
-      /** 'YYYY-MM'; absent means the month before the run (the scheduled close). */
+      /** A run already recorded in billing_runs (requested through the API or CLI). */
+      billingRunId: id.optional(),
+      /** Without a run id: 'YYYY-MM'; absent means the month before the run (the scheduled close). */
       period: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/).optional(),
       requestedBy: z.string().min(1).default('scheduler'),
     })
-    .strict(),
+    .strict()
+    .refine((p) => p.billingRunId === undefined || p.period === undefined, { message: 'a billing run id already names its period' }),
   'deliver-email': z.object({ deliveryId: id }).strict(),
   reconcile: z.object({}).strict(),
 } as const;
@@ -42,5 +45,6 @@ export const defaultJobOptions: DefaultJobOptions = {
 export function jobIdFor<Q extends QueueName>(queue: Q, payload: Payload<Q>): string | undefined {
   if ('fileId' in payload) return `${queue}-${payload.fileId}`;
   if ('deliveryId' in payload) return `${queue}-${payload.deliveryId}`;
+  if ('billingRunId' in payload && payload.billingRunId !== undefined) return `${queue}-${payload.billingRunId}`;
   return undefined;
 }

@@ -76,15 +76,4 @@ describe('rating by position in the period when an earlier usage arrives late', 
     expect(issued.total_pennies).toBe('181575');
     expect(Object.values(await findInvariantViolations(ctx.deps.db)).flat()).toEqual([]);
   });
-
-  it('does not invoice a partnership whose rules need settling at period close, and says why', async () => {
-    await setUp();
-    await ctx.deps.db.raw(`UPDATE rule_versions SET rules = rules || '[{"kind": "fixed_fee", "amount": "25.00", "description": "Platform fee"}]'::jsonb`);
-    await take('a-first.csv');
-    const run = await runBillingPeriod(ctx.deps, { period: '2026-10', requestedBy: 'test' });
-    expect(run.partnerships).toEqual([
-      { partnership: 'NRF-KAPPA', outcome: 'rules_not_settled', note: 'rules of kind fixed_fee are settled at period close, which this version of the engine does not do yet' },
-    ]);
-    expect(await ctx.deps.db('invoices').count<{ count: string }[]>('* as count')).toEqual([{ count: '0' }]);
-  });
 });

@@ -19,6 +19,8 @@ export function compareLines(
   return (
     collate(a.accountCode, b.accountCode) ||
     collate(a.usagePeriod, b.usagePeriod) ||
+    // Period settlements (fees, true-ups, vouchers) have no product and come after the products.
+    Number(a.productCode === '') - Number(b.productCode === '') ||
     collate(a.productCode, b.productCode) ||
     KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) ||
     collate(a.unitPrice ?? '', b.unitPrice ?? '')

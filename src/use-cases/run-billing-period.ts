@@ -1,21 +1,28 @@
 import type { Knex } from 'knex';
+import type { Temporal } from 'temporal-polyfill';
 import { bindings } from '../../adapters/db/bindings';
 import { loadInvoiceDocument } from '../../adapters/db/invoice-repository';
 import { nextInvoiceNumber } from '../../adapters/db/invoice-numbers';
+import { loadPartnership } from '../../adapters/db/partnership-repository';
+import type { InvoiceDocument } from '../core/invoice-document';
 import { compareLines, describeLine, formatInvoiceNumber, invoiceTotal } from '../core/invoice';
 import { pennies } from '../core/money';
 import { addDays, isPeriodClosed, lastDayOfPeriod, localDateOf, previousPeriod } from '../core/period';
 import { decimal, toDecimalString } from '../core/decimal';
 import { renderInvoiceEmail } from '../core/invoice-email';
 import type { Deps } from '../deps';
+import { PermanentError } from './errors';
+import { type SettlementSummary, settlePeriod } from './settle-period';
 
 export interface PartnershipRunResult {
   partnership: string;
-  outcome: 'invoiced' | 'already_invoiced' | 'nothing_to_bill' | 'period_open' | 'files_in_progress' | 'rules_not_settled';
+  outcome: 'invoiced' | 'already_invoiced' | 'nothing_to_bill' | 'period_open' | 'files_in_progress';
   invoiceId?: number;
   invoiceNumber?: string;
   totalPennies?: string;
   deliveryId?: number;
+  /** Periods settled at close in this run (this one, and earlier ones changed by late usage). */
+  settled?: SettlementSummary[];
   note?: string;
 }
 
@@ -41,160 +48,229 @@ interface PartnershipRow {
 }
 
 /**
- * Closes a period: one invoice per partnership, with lines per account and product, built from
- * every transaction not yet invoiced whose usage falls in this period or before it (late items).
- * Each invoice is issued in one transaction that also takes its gapless number, marks its
- * transactions invoiced and writes its email to the outbox table; the unique (partnership, period)
- * key makes a second run find nothing to do.
+ * Records a billing run for a period as queued and enqueues its job; the run's row is where its
+ * status is read (GET /billing-runs/:id), and where the reconciler finds it if Redis loses the job.
+ */
+export async function requestBillingRun(deps: Deps, input: { period: string; requestedBy: string }): Promise<{ billingRunId: number }> {
+  const [run] = await deps.db('billing_runs').insert({ period: input.period, status: 'queued', requested_by: input.requestedBy }).returning<{ id: string }[]>('id');
+  const billingRunId = Number(run!.id);
+  await deps.queues.enqueue('billing-run', { billingRunId });
+  return { billingRunId };
+}
+
+/**
+ * Closes a period: for each partnership, settles the period-close rules and issues one invoice with
+ * lines per account and product, from every transaction not yet invoiced whose usage falls in this
+ * period or before it (late items). Each invoice is issued in one transaction that also settles the
+ * period, takes the gapless number, marks its transactions invoiced and writes its email to the
+ * outbox table; the unique (partnership, period) key makes a second run find nothing to do. Running
+ * the same run id again (a worker died) carries on where it stopped.
  */
 export async function runBillingPeriod(
   deps: Deps,
-  input: { period?: string; requestedBy: string },
+  input: { billingRunId?: number; period?: string; requestedBy?: string },
 ): Promise<BillingRunResult> {
   const { db, clock, logger } = deps;
   const now = clock.now();
-  const period = input.period ?? previousPeriod(now.toZonedDateTimeISO('UTC').toPlainDate().toPlainYearMonth().toString());
-  const [run] = await db('billing_runs').insert({ period, status: 'running', requested_by: input.requestedBy, started_at: db.fn.now() }).returning<{ id: string }[]>('id');
-  const billingRunId = Number(run!.id);
+  const billingRunId = input.billingRunId ?? (await createRun(deps, input.period ?? previousPeriod(now.toZonedDateTimeISO('UTC').toPlainDate().toPlainYearMonth().toString()), input.requestedBy ?? 'scheduler'));
+  const claimed = await db('billing_runs')
+    .where('id', billingRunId)
+    .whereIn('status', ['queued', 'running'])
+    .update({ status: 'running', started_at: db.raw('coalesce(started_at, now())') })
+    .returning<{ period: string; requested_by: string }[]>(['period', 'requested_by']);
+  if (claimed.length === 0) {
+    const done = await db('billing_runs').where('id', billingRunId).first<{ period: string; status: string; summary: PartnershipRunResult[] | null; invoices_created: number } | undefined>('period', 'status', 'summary', 'invoices_created');
+    if (!done) throw new PermanentError(`billing run ${billingRunId} does not exist`);
+    // Finished already (a duplicate job): report what it did.
+    return { billingRunId, period: done.period, invoicesCreated: done.invoices_created, partnerships: done.summary ?? [] };
+  }
+  const period = claimed[0]!.period;
+  const requestedBy = claimed[0]!.requested_by;
   const results: PartnershipRunResult[] = [];
   try {
     const partnerships = await activePartnerships(db, period);
     for (const p of partnerships) {
-      results.push(await invoicePartnership(deps, p, period, billingRunId));
+      results.push(await invoicePartnership(deps, p, period, billingRunId, requestedBy, now));
     }
-    for (const r of results) {
-      if (r.deliveryId !== undefined) await deps.queues.enqueue('deliver-email', { deliveryId: r.deliveryId });
-    }
-    const invoicesCreated = results.filter((r) => r.outcome === 'invoiced').length;
+    // Every pending delivery of this run's invoices, including those of an earlier attempt that died before enqueueing.
+    const pending = await db('email_deliveries as d').join('invoices as i', 'i.id', 'd.invoice_id')
+      .where('i.billing_run_id', billingRunId).where('d.status', 'pending').select<{ id: string }[]>('d.id');
+    for (const d of pending) await deps.queues.enqueue('deliver-email', { deliveryId: Number(d.id) });
+    const created = await db('invoices').where('billing_run_id', billingRunId).count<{ count: string }[]>('* as count');
+    const invoicesCreated = Number(created[0]?.count ?? 0);
     await db('billing_runs').where('id', billingRunId).update({
       status: 'completed',
       invoices_created: invoicesCreated,
       summary: JSON.stringify(results),
+      error: null,
       finished_at: db.fn.now(),
     });
     logger.info({ billingRunId, period, invoicesCreated }, 'billing run completed');
     return { billingRunId, period, invoicesCreated, partnerships: results };
   } catch (err) {
-    await db('billing_runs').where('id', billingRunId).update({
-      status: 'failed',
-      error: err instanceof Error ? err.message : String(err),
-      summary: JSON.stringify(results),
-      finished_at: db.fn.now(),
-    });
-    throw err;
-  }
-
-  async function invoicePartnership(d: Deps, p: PartnershipRow, per: string, runId: number): Promise<PartnershipRunResult> {
-    const base = { partnership: p.code };
-    if (!isPeriodClosed(per, p.time_zone, now)) return { ...base, outcome: 'period_open', note: `${per} has not ended in ${p.time_zone}` };
-    const inFlight = await d.db('usage_files').where('partner_id', p.customer_partner_id).whereIn('status', ['received', 'parsing', 'parsed']).count<{ count: string }[]>('* as count');
-    if (Number(inFlight[0]?.count ?? 0) > 0) {
-      return { ...base, outcome: 'files_in_progress', note: `${inFlight[0]?.count} file(s) of ${p.customer_code} still being ingested or rated` };
-    }
-    const unsettled = await unsettledRuleKinds(d.db, p.id, per);
-    if (unsettled.length > 0) {
-      // Invoicing without them would bill the period wrongly (no fee, no true-up, provisional volume
-      // prices); the partnership waits, visibly, until period-close settlement exists.
-      return { ...base, outcome: 'rules_not_settled', note: `rules of kind ${unsettled.join(', ')} are settled at period close, which this version of the engine does not do yet` };
-    }
-    return d.db.transaction(async (tx): Promise<PartnershipRunResult> => {
-      // One billing run at a time per partnership; the unique index is the guarantee, the lock avoids wasted work.
-      await tx('partnerships').where('id', p.id).forUpdate().first('id');
-      const existing = await tx('invoices').where({ partnership_id: p.id, period: per, kind: 'invoice' }).first<{ id: string; number: string } | undefined>('id', 'number');
-      if (existing) return { ...base, outcome: 'already_invoiced' as const, invoiceId: Number(existing.id), invoiceNumber: existing.number };
-
-      const issueDate = localDateOf(now, p.time_zone);
-      const year = Number(issueDate.slice(0, 4));
-      const seq = await nextInvoiceNumber(tx, p.provider_partner_id, year);
-      const number = formatInvoiceNumber(year, seq);
-      const [inv] = await tx('invoices')
-        .insert({
-          partnership_id: p.id,
-          issuer_partner_id: p.provider_partner_id,
-          customer_partner_id: p.customer_partner_id,
-          period: per,
-          status: 'issued',
-          number,
-          number_year: year,
-          number_seq: seq,
-          currency: p.currency,
-          issue_date: issueDate,
-          due_date: addDays(issueDate, p.payment_terms_days),
-          total_pennies: 0,
-          billing_run_id: runId,
-        })
-        .returning<{ id: string }[]>('id');
-      const invoiceId = Number(inv!.id);
-
-      const claimed = await claimTransactions(tx, p.id, per, invoiceId);
-      if (claimed === 0) {
-        // Rolling back returns the number to the sequence, so numbers stay gapless.
-        throw new NothingToBill();
-      }
-      const lines = await buildLines(tx, invoiceId, per);
-      await tx.raw(
-        `INSERT INTO invoice_lines (invoice_id, position, account_id, product_id, usage_period, kind, description, quantity, unit_price, amount_pennies)
-         SELECT ?, * FROM unnest(?::int[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::bigint[])`,
-        bindings(
-          invoiceId,
-          lines.map((_, i) => i + 1),
-          lines.map((l) => l.accountId),
-          lines.map((l) => l.productId),
-          lines.map((l) => l.usagePeriod),
-          lines.map((l) => l.kind),
-          lines.map((l) => l.description),
-          lines.map((l) => l.quantity),
-          lines.map((l) => l.unitPrice),
-          lines.map((l) => l.amount.toString()),
-        ),
-      );
-      const total = invoiceTotal(lines);
-      await tx('invoices').where('id', invoiceId).update({ total_pennies: total.toString() });
-
-      const recipients = p.invoice_recipients.length > 0 ? p.invoice_recipients : p.customer_email ? [p.customer_email] : [];
-      let deliveryId: number | undefined;
-      let note: string | undefined;
-      if (recipients.length > 0) {
-        const doc = await loadInvoiceDocument(tx, invoiceId);
-        const [delivery] = await tx('email_deliveries')
-          .insert({
-            invoice_id: invoiceId,
-            recipients,
-            subject: renderInvoiceEmail(doc).subject,
-            message_id: messageIdFor(number, p.provider_code, d.config.mailFrom),
-            status: 'pending',
-          })
-          .returning<{ id: string }[]>('id');
-        deliveryId = Number(delivery!.id);
-      } else note = 'no invoice recipients and no customer email: not sent';
-      await tx('audit_log').insert({
-        actor: input.requestedBy,
-        action: 'invoice.issued',
-        entity: 'invoice',
-        entity_id: String(invoiceId),
-        after: JSON.stringify({ number, period: per, partnership: p.code, total: total.toString(), lines: lines.length }),
+    // A permanent fault fails the run for good; anything else leaves it running for the retry.
+    if (err instanceof PermanentError) {
+      await db('billing_runs').where('id', billingRunId).update({
+        status: 'failed',
+        error: err.message,
+        summary: JSON.stringify(results),
+        finished_at: db.fn.now(),
       });
-      return { ...base, outcome: 'invoiced' as const, invoiceId, invoiceNumber: number, totalPennies: total.toString(), ...(deliveryId !== undefined ? { deliveryId } : {}), ...(note ? { note } : {}) };
-    }).catch((err: unknown): PartnershipRunResult => {
-      if (err instanceof NothingToBill) return { ...base, outcome: 'nothing_to_bill' as const };
-      throw err;
-    });
+    } else {
+      await db('billing_runs').where('id', billingRunId).update({ error: err instanceof Error ? err.message : String(err), summary: JSON.stringify(results) }).catch(() => undefined);
+    }
+    throw err;
   }
 }
 
-class NothingToBill extends Error {}
+async function createRun(deps: Deps, period: string, requestedBy: string): Promise<number> {
+  const [run] = await deps.db('billing_runs').insert({ period, status: 'queued', requested_by: requestedBy }).returning<{ id: string }[]>('id');
+  return Number(run!.id);
+}
 
-const PERIOD_CLOSE_KINDS = ['volume_tiers', 'minimum_commitment', 'cap', 'fixed_fee', 'credit'];
+/** A draft of what the partnership's invoice for the period would be, computed and rolled back: nothing is written. */
+export async function previewInvoice(deps: Deps, input: { partnership: string; period: string }): Promise<{ outcome: PartnershipRunResult; document?: InvoiceDocument }> {
+  const [p] = (await activePartnerships(deps.db, input.period)).filter((x) => x.code === input.partnership);
+  if (!p) throw new PermanentError(`partnership ${input.partnership} does not exist or has no contract in ${input.period}`);
+  let captured: { outcome: PartnershipRunResult; document?: InvoiceDocument } | undefined;
+  await deps.db
+    .transaction(async (tx) => {
+      const outcome = await issueInvoice(tx, deps, p, input.period, null, 'preview', deps.clock.now());
+      captured = { outcome, ...(outcome.invoiceId !== undefined ? { document: await loadInvoiceDocument(tx, outcome.invoiceId) } : {}) };
+      throw new RollBack();
+    })
+    .catch((err: unknown) => {
+      if (!(err instanceof RollBack) && !(err instanceof NothingToBill)) throw err;
+    });
+  return captured ?? { outcome: { partnership: p.code, outcome: 'nothing_to_bill' } };
+}
 
-/** Kinds in the partnership's rule versions in force during the period that need settling at close. */
-async function unsettledRuleKinds(db: Knex, partnershipId: string, period: string): Promise<string[]> {
-  const last = lastDayOfPeriod(period);
-  const { rows } = await db.raw<{ rows: { kind: string }[] }>(
-    `SELECT DISTINCT r->>'kind' AS kind FROM rule_versions v, jsonb_array_elements(v.rules) r
-     WHERE v.partnership_id = ? AND v.superseded_at IS NULL AND v.effective_from <= ? AND r->>'kind' = ANY(?::text[]) ORDER BY 1`,
-    [partnershipId, last, PERIOD_CLOSE_KINDS],
+class RollBack extends Error {}
+
+async function invoicePartnership(d: Deps, p: PartnershipRow, per: string, runId: number, actor: string, now: Temporal.Instant): Promise<PartnershipRunResult> {
+  const base = { partnership: p.code };
+  if (!isPeriodClosed(per, p.time_zone, now)) return { ...base, outcome: 'period_open', note: `${per} has not ended in ${p.time_zone}` };
+  const inFlight = await d.db('usage_files').where('partner_id', p.customer_partner_id).whereIn('status', ['received', 'parsing', 'parsed']).count<{ count: string }[]>('* as count');
+  if (Number(inFlight[0]?.count ?? 0) > 0) {
+    return { ...base, outcome: 'files_in_progress', note: `${inFlight[0]?.count} file(s) of ${p.customer_code} still being ingested or rated` };
+  }
+  return d.db
+    .transaction((tx) => issueInvoice(tx, d, p, per, runId, actor, now))
+    .catch((err: unknown): PartnershipRunResult => {
+      if (err instanceof NothingToBill) return { ...base, outcome: 'nothing_to_bill' as const, ...(err.settled.length > 0 ? { settled: err.settled } : {}) };
+      throw err;
+    });
+}
+
+/** Settles and issues one partnership's invoice inside `tx`; throws NothingToBill (rolling back) when there is nothing. */
+async function issueInvoice(tx: Knex.Transaction, d: Deps, p: PartnershipRow, per: string, runId: number | null, actor: string, now: Temporal.Instant): Promise<PartnershipRunResult> {
+  const base = { partnership: p.code };
+  // One billing run at a time per partnership; the unique index is the guarantee, the lock avoids wasted work.
+  await tx('partnerships').where('id', p.id).forUpdate().first('id');
+  const existing = await tx('invoices').where({ partnership_id: p.id, period: per, kind: 'invoice' }).first<{ id: string; number: string } | undefined>('id', 'number');
+  if (existing) return { ...base, outcome: 'already_invoiced' as const, invoiceId: Number(existing.id), invoiceNumber: existing.number };
+
+  // Period-close settlement first, so the invoice claims what it books: this period, and any
+  // earlier invoiced period that late usage or re-rating has changed since (its difference only).
+  const ctx = await loadPartnership(tx, { id: Number(p.id) });
+  if (!ctx) throw new PermanentError(`partnership ${p.code} disappeared during the billing run`);
+  const settled: SettlementSummary[] = [];
+  for (const q of [...(await changedInvoicedPeriods(tx, p.id, per)), per]) {
+    const s = await settlePeriod(tx, ctx, q, actor);
+    if (q === per || s.booked.length > 0 || s.volumeSettled > 0) settled.push(s);
+  }
+
+  const issueDate = localDateOf(now, p.time_zone);
+  const year = Number(issueDate.slice(0, 4));
+  const seq = await nextInvoiceNumber(tx, p.provider_partner_id, year);
+  const number = formatInvoiceNumber(year, seq);
+  const [inv] = await tx('invoices')
+    .insert({
+      partnership_id: p.id,
+      issuer_partner_id: p.provider_partner_id,
+      customer_partner_id: p.customer_partner_id,
+      period: per,
+      status: 'issued',
+      number,
+      number_year: year,
+      number_seq: seq,
+      currency: p.currency,
+      issue_date: issueDate,
+      due_date: addDays(issueDate, p.payment_terms_days),
+      total_pennies: 0,
+      billing_run_id: runId,
+    })
+    .returning<{ id: string }[]>('id');
+  const invoiceId = Number(inv!.id);
+
+  const claimed = await claimTransactions(tx, p.id, per, invoiceId);
+  if (claimed === 0) {
+    // Rolling back returns the number to the sequence, so numbers stay gapless.
+    throw new NothingToBill(settled);
+  }
+  const lines = await buildLines(tx, invoiceId, per);
+  await tx.raw(
+    `INSERT INTO invoice_lines (invoice_id, position, account_id, product_id, usage_period, kind, description, quantity, unit_price, amount_pennies)
+     SELECT ?, * FROM unnest(?::int[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::bigint[])`,
+    bindings(
+      invoiceId,
+      lines.map((_, i) => i + 1),
+      lines.map((l) => l.accountId),
+      lines.map((l) => l.productId),
+      lines.map((l) => l.usagePeriod),
+      lines.map((l) => l.kind),
+      lines.map((l) => l.description),
+      lines.map((l) => l.quantity),
+      lines.map((l) => l.unitPrice),
+      lines.map((l) => l.amount.toString()),
+    ),
   );
-  return rows.map((r) => r.kind);
+  const total = invoiceTotal(lines);
+  await tx('invoices').where('id', invoiceId).update({ total_pennies: total.toString() });
+
+  const recipients = p.invoice_recipients.length > 0 ? p.invoice_recipients : p.customer_email ? [p.customer_email] : [];
+  let deliveryId: number | undefined;
+  let note: string | undefined;
+  if (recipients.length > 0) {
+    const doc = await loadInvoiceDocument(tx, invoiceId);
+    const [delivery] = await tx('email_deliveries')
+      .insert({
+        invoice_id: invoiceId,
+        recipients,
+        subject: renderInvoiceEmail(doc).subject,
+        message_id: messageIdFor(number, p.provider_code, d.config.mailFrom),
+        status: 'pending',
+      })
+      .returning<{ id: string }[]>('id');
+    deliveryId = Number(delivery!.id);
+  } else note = 'no invoice recipients and no customer email: not sent';
+  await tx('audit_log').insert({
+    actor,
+    action: 'invoice.issued',
+    entity: 'invoice',
+    entity_id: String(invoiceId),
+    after: JSON.stringify({ number, period: per, partnership: p.code, total: total.toString(), lines: lines.length }),
+  });
+  return { ...base, outcome: 'invoiced' as const, invoiceId, invoiceNumber: number, totalPennies: total.toString(), settled, ...(deliveryId !== undefined ? { deliveryId } : {}), ...(note ? { note } : {}) };
+    }
+
+class NothingToBill extends Error {
+  constructor(readonly settled: SettlementSummary[]) {
+    super('nothing to bill');
+  }
+}
+
+/** Earlier periods already invoiced that have uninvoiced usage transactions: late usage or re-rating changed them. */
+async function changedInvoicedPeriods(tx: Knex.Transaction, partnershipId: string, period: string): Promise<string[]> {
+  const { rows } = await tx.raw<{ rows: { period: string }[] }>(
+    `SELECT DISTINCT r.period FROM billing_records r
+     WHERE r.partnership_id = ? AND r.period < ? AND r.usage_id IS NOT NULL
+       AND EXISTS (SELECT 1 FROM transactions t WHERE t.billing_record_id = r.id AND t.invoice_id IS NULL)
+       AND EXISTS (SELECT 1 FROM invoices i WHERE i.partnership_id = r.partnership_id AND i.period = r.period AND i.kind = 'invoice')
+     ORDER BY 1`,
+    [partnershipId, period],
+  );
+  return rows.map((r) => r.period);
 }
 
 /** Partnerships whose contract overlaps the period, in code order so numbering is deterministic. */
@@ -229,7 +305,7 @@ interface BuiltLine {
   accountId: string;
   accountCode: string;
   accountName: string;
-  productId: string;
+  productId: string | null;
   productCode: string;
   usagePeriod: string;
   kind: string;
@@ -239,20 +315,26 @@ interface BuiltLine {
   amount: ReturnType<typeof pennies>;
 }
 
-/** Lines per account, product, usage period, kind and unit price, summed from the claimed transactions. */
+/**
+ * Lines per account, product, usage period, kind and unit price, summed from the claimed
+ * transactions. A period settlement (fee, true-up, cap, voucher) has no product: it is a line of
+ * its own, worded by its transaction.
+ */
 async function buildLines(tx: Knex.Transaction, invoiceId: number, period: string): Promise<BuiltLine[]> {
   const { rows } = await tx.raw<{
-    rows: { account_id: string; account_code: string; account_name: string; product_id: string; product_code: string; product_name: string; usage_period: string; kind: string; unit_price: string | null; quantity: string; amount: string }[];
+    rows: { account_id: string; account_code: string; account_name: string; product_id: string | null; product_code: string | null; product_name: string | null; usage_period: string; kind: string; unit_price: string | null; settlement_text: string | null; quantity: string; amount: string }[];
   }>(
     `SELECT r.account_id, a.code AS account_code, a.name AS account_name, r.product_id, p.code AS product_code,
             p.name AS product_name, r.period AS usage_period, t.kind, t.unit_price,
-            sum(r.quantity) AS quantity, sum(t.amount_pennies) AS amount
+            CASE WHEN r.settlement IS NOT NULL THEN t.description END AS settlement_text,
+            CASE WHEN r.settlement IS NOT NULL THEN 1 ELSE sum(r.quantity) END AS quantity, sum(t.amount_pennies) AS amount
      FROM transactions t
      JOIN billing_records r ON r.id = t.billing_record_id
      JOIN accounts a ON a.id = r.account_id
-     JOIN products p ON p.id = r.product_id
+     LEFT JOIN products p ON p.id = r.product_id
      WHERE t.invoice_id = ?
-     GROUP BY r.account_id, a.code, a.name, r.product_id, p.code, p.name, r.period, t.kind, t.unit_price`,
+     GROUP BY r.account_id, a.code, a.name, r.product_id, p.code, p.name, r.period, t.kind, t.unit_price, r.settlement,
+              CASE WHEN r.settlement IS NOT NULL THEN t.description END`,
     [invoiceId],
   );
   return rows
@@ -261,14 +343,18 @@ async function buildLines(tx: Knex.Transaction, invoiceId: number, period: strin
       accountCode: r.account_code,
       accountName: r.account_name,
       productId: r.product_id,
-      productCode: r.product_code,
+      productCode: r.product_code ?? '',
       usagePeriod: r.usage_period,
       kind: r.kind,
-      description: describeLine(r.product_name, r.kind, r.usage_period, period),
+      description:
+        r.settlement_text !== null
+          ? r.usage_period === period ? r.settlement_text : `${r.settlement_text} (${r.usage_period}, late)`
+          : describeLine(r.product_name ?? '', r.kind, r.usage_period, period),
       quantity: toDecimalString(decimal(r.quantity)),
       unitPrice: r.unit_price === null ? null : toDecimalString(decimal(r.unit_price)),
       amount: pennies(r.amount),
     }))
+    .filter((l) => l.amount !== 0n || l.productId !== null)
     .sort(compareLines);
 }
 

@@ -43,7 +43,7 @@ export async function findInvariantViolations(db: Db): Promise<Record<string, un
       SELECT u.id, sum(t.amount_pennies) AS net FROM product_usages u
       JOIN billing_records r ON r.usage_id = u.id JOIN transactions t ON t.billing_record_id = r.id
       WHERE u.superseded_at IS NOT NULL GROUP BY u.id HAVING sum(t.amount_pennies) <> 0`),
-    duplicateRecords: await q(`SELECT usage_id, account_id FROM billing_records GROUP BY 1, 2 HAVING count(*) > 1`),
+    duplicateRecords: await q(`SELECT usage_id, account_id FROM billing_records WHERE usage_id IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1`),
     // Numbers are gapless per issuer and year.
     invoiceNumberGaps: await q(`
       SELECT issuer_partner_id, number_year FROM invoices GROUP BY 1, 2 HAVING max(number_seq) <> count(*)`),
