@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { billPeriodThroughQueue, ingestThroughInbox } from '../src/cli/demo';
 import { importPartnerships, readImportFile } from '../src/use-cases/import-partnerships';
-import { actualFiles, actualInvoices, actualUsageCharges, type Expected, readExpected } from './support/golden';
+import { actualFiles, actualInvoices, actualSettlements, actualUsageCharges, type Expected, readExpected } from './support/golden';
 import { findInvariantViolations } from './support/invariants';
 import { type TestContext, createTestContext } from './support/test-context';
 
@@ -44,5 +44,19 @@ describe.each(scenarios)('golden scenario %s', (scenario) => {
     await billPeriodThroughQueue(ctx.deps, expected.period, 'test');
     expect(await actualInvoices(ctx.deps.db, expected.period)).toEqual(expected.invoices);
     expect(Object.values(await findInvariantViolations(ctx.deps.db)).flat()).toEqual([]);
+  });
+
+  it('settles the period at close to the hand-worked figures', async () => {
+    expect(await actualUsageCharges(ctx.deps.db)).toEqual(expected.settled_usage_charges ?? expected.usage_charges);
+    expect(await actualSettlements(ctx.deps.db, expected.period)).toEqual(expected.settlements ?? {});
+  });
+
+  it('finds nothing to do when the period is billed again', async () => {
+    const before = await ctx.deps.db('transactions').count<{ count: string }[]>('* as count');
+    const again = await billPeriodThroughQueue(ctx.deps, expected.period, 'test');
+    expect(again.invoicesCreated).toBe(0);
+    expect(again.partnerships.every((p) => p.outcome === 'already_invoiced')).toBe(true);
+    expect(await ctx.deps.db('transactions').count<{ count: string }[]>('* as count')).toEqual(before);
+    expect(await actualInvoices(ctx.deps.db, expected.period)).toEqual(expected.invoices);
   });
 });

@@ -348,7 +348,7 @@ async function buildLines(tx: Knex.Transaction, invoiceId: number, period: strin
       kind: r.kind,
       description:
         r.settlement_text !== null
-          ? r.usage_period === period ? r.settlement_text : `${r.settlement_text} (${r.usage_period}, late)`
+          ? r.usage_period === period || r.settlement_text.includes(r.usage_period) ? r.settlement_text : `${r.settlement_text} (${r.usage_period}, late)`
           : describeLine(r.product_name ?? '', r.kind, r.usage_period, period),
       quantity: toDecimalString(decimal(r.quantity)),
       unitPrice: r.unit_price === null ? null : toDecimalString(decimal(r.unit_price)),

@@ -11,6 +11,10 @@ export const expectedSchema = z.object({
   period: z.string(),
   files: z.record(z.string(), counts),
   usage_charges: z.record(z.string(), z.number()),
+  /** After the billing run settled the period (volume tiers at their final price). */
+  settled_usage_charges: z.record(z.string(), z.number()).optional(),
+  /** Per partnership: each period settlement booked, by key. */
+  settlements: z.record(z.string(), z.record(z.string(), z.number())).optional(),
   invoices: z.record(
     z.string(),
     z.object({ number: z.string(), currency: z.string(), total: z.number(), recipients: z.array(z.string()), accounts: z.record(z.string(), z.number()) }),
@@ -57,5 +61,19 @@ export async function actualInvoices(db: Db, period: string): Promise<Record<str
       accounts: Object.fromEntries(perAccount.map((a) => [a.code, Number(a.amount)])),
     };
   }
+  return out;
+}
+
+/** Per partnership code: the period's settlement records and what they book. */
+export async function actualSettlements(db: Db, period: string): Promise<Record<string, Record<string, number>>> {
+  const rows = await db('billing_records as r')
+    .join('partnerships as p', 'p.id', 'r.partnership_id')
+    .join('transactions as t', 't.billing_record_id', 'r.id')
+    .where('r.period', period)
+    .whereNotNull('r.settlement')
+    .groupBy('p.code', 'r.settlement')
+    .select<{ code: string; settlement: string; amount: string }[]>('p.code', 'r.settlement', db.raw('sum(t.amount_pennies)::text AS amount'));
+  const out: Record<string, Record<string, number>> = {};
+  for (const r of rows) (out[r.code] ??= {})[r.settlement] = Number(r.amount);
   return out;
 }

@@ -31,7 +31,9 @@ export async function findInvariantViolations(db: Db): Promise<Record<string, un
       FROM invoices i WHERE i.total_pennies <> (SELECT coalesce(sum(amount_pennies), 0) FROM invoice_lines l WHERE l.invoice_id = i.id)`),
     invoiceTotalVsTransactions: await q(`
       SELECT i.id FROM invoices i
-      WHERE i.total_pennies <> (SELECT coalesce(sum(amount_pennies), 0) FROM transactions t WHERE t.invoice_id = i.id)`),
+      WHERE i.kind = 'invoice' AND i.total_pennies <> (SELECT coalesce(sum(amount_pennies), 0) FROM transactions t WHERE t.invoice_id = i.id)`),
+    // A credit note claims no transactions: it mirrors lines of the invoice it credits.
+    creditNotesWithTransactions: await q(`SELECT t.id FROM transactions t JOIN invoices i ON i.id = t.invoice_id WHERE i.kind = 'credit_note'`),
     // Transactions on an invoice belong to its partnership and to its period or an earlier one.
     transactionsOnWrongInvoice: await q(`
       SELECT t.id FROM transactions t JOIN billing_records r ON r.id = t.billing_record_id JOIN invoices i ON i.id = t.invoice_id
@@ -44,9 +46,9 @@ export async function findInvariantViolations(db: Db): Promise<Record<string, un
       JOIN billing_records r ON r.usage_id = u.id JOIN transactions t ON t.billing_record_id = r.id
       WHERE u.superseded_at IS NOT NULL GROUP BY u.id HAVING sum(t.amount_pennies) <> 0`),
     duplicateRecords: await q(`SELECT usage_id, account_id FROM billing_records WHERE usage_id IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1`),
-    // Numbers are gapless per issuer and year.
+    // Numbers are gapless per issuer, series (invoices, credit notes) and year.
     invoiceNumberGaps: await q(`
-      SELECT issuer_partner_id, number_year FROM invoices GROUP BY 1, 2 HAVING max(number_seq) <> count(*)`),
+      SELECT issuer_partner_id, kind, number_year FROM invoices GROUP BY 1, 2, 3 HAVING max(number_seq) <> count(*)`),
     // One email per invoice.
     duplicateDeliveries: await q(`SELECT invoice_id FROM email_deliveries WHERE purpose = 'invoice' GROUP BY 1 HAVING count(*) > 1`),
   };

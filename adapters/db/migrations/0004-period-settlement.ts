@@ -20,7 +20,7 @@ export async function up(knex: Knex): Promise<void> {
     ALTER TABLE billing_records
       ALTER COLUMN usage_id DROP NOT NULL,
       ALTER COLUMN product_id DROP NOT NULL,
-      ADD COLUMN settlement text CHECK (settlement ~ '^[a-z_]+(:[A-Za-z0-9_.-]+)?$'),
+      ADD COLUMN settlement text CHECK (settlement ~ '^[a-z_]+(:[A-Za-z0-9_.-]+){0,1}$'),
       ADD CONSTRAINT billing_records_usage_or_settlement CHECK ((usage_id IS NULL) = (settlement IS NOT NULL)),
       ADD CONSTRAINT billing_records_usage_has_product CHECK (usage_id IS NULL OR product_id IS NOT NULL);
     CREATE UNIQUE INDEX billing_records_one_settlement ON billing_records (partnership_id, period, settlement, account_id) WHERE settlement IS NOT NULL;

@@ -73,3 +73,26 @@ export const oneOffCreditCalculator: PeriodCalculator<OneOffCreditRule> = {
   settle: (rule, facts, ctx) =>
     rule.period === facts.period ? { kind: 'credit', amount: (0n - amountOf(rule.amount, ctx.currency)) as Pennies, description: rule.description } : undefined,
 };
+
+/** A short, stable slug of free text, for keys: "Platform fee" -> "platform-fee". */
+function slug(text: string): string {
+  const s = text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
+  return s.length > 0 ? s : 'unnamed';
+}
+
+/**
+ * One key per rule: a partnership has at most one minimum commitment and one cap, and names its
+ * fees and vouchers; a fee renamed in a new rule version is a different fee (the old one is
+ * withdrawn, the new one booked).
+ */
+export function settlementKey(rule: MinimumCommitmentRule | PeriodCapRule | FixedFeeRule | OneOffCreditRule): string {
+  switch (rule.kind) {
+    case 'minimum_commitment':
+    case 'cap':
+      return rule.kind;
+    case 'fixed_fee':
+      return `fixed_fee:${slug(rule.description)}`;
+    case 'credit':
+      return `credit:${slug(rule.description)}`;
+  }
+}

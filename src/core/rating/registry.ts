@@ -6,6 +6,7 @@ import { includedAllowanceCalculator, includedAllowanceRuleSchema } from './incl
 import { packagePriceCalculator, packagePriceRuleSchema } from './package-price';
 import { discountCalculator, discountRuleSchema, surchargeCalculator, surchargeRuleSchema } from './percentage-adjustment';
 import {
+  settlementKey,
   fixedFeeCalculator,
   fixedFeeRuleSchema,
   minimumCommitmentCalculator,
@@ -95,6 +96,17 @@ export const ruleSetSchema = z.array(ruleSchema).superRefine((rules, ctx) => {
     if (rule.kind === 'included_allowance' && !priced.has(rule.product)) {
       ctx.addIssue({ code: 'custom', path: [index, 'product'], message: `allowance for ${rule.product}, which has no price` });
     }
+  });
+  // Each period rule settles into its own record, keyed by kind (and by name for fees and vouchers).
+  const keys = new Map<string, number>();
+  rules.forEach((rule, index) => {
+    if (!isPeriod(rule)) return;
+    const key = settlementKey(rule);
+    const earlier = keys.get(key);
+    if (earlier !== undefined) {
+      ctx.addIssue({ code: 'custom', path: [index], message: `rule ${index + 1} settles like rule ${earlier + 1} (${rule.kind}${'description' in rule ? ` "${rule.description}"` : ''}): a rule set has one of each, and fees and credits need distinct descriptions` });
+    }
+    keys.set(key, index);
   });
   const min = rules.find((r) => r.kind === 'minimum_commitment');
   const cap = rules.find((r) => r.kind === 'cap');

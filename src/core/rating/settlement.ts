@@ -1,6 +1,9 @@
 import type { Pennies } from '../money';
 import type { PeriodFacts, RatingContext, TransactionKind } from './calculator';
-import { type PeriodRule, type RuleSet, periodCalculatorFor, periodRules } from './registry';
+import { settlementKey } from './period-rules';
+import { type RuleSet, periodCalculatorFor, periodRules } from './registry';
+
+export { settlementKey };
 
 /**
  * Period-close settlement of a partnership's period: what each period rule says the period owes,
@@ -33,29 +36,6 @@ export interface SettlementDelta {
   description: string;
 }
 
-/** A short, stable slug of free text, for keys: "Platform fee" -> "platform-fee". */
-function slug(text: string): string {
-  const s = text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
-  return s.length > 0 ? s : 'unnamed';
-}
-
-/**
- * One key per rule: a partnership has at most one minimum commitment and one cap, and names its
- * fees and vouchers; a fee renamed in a new rule version is a different fee (the old one is
- * withdrawn, the new one booked).
- */
-export function settlementKey(rule: PeriodRule): string {
-  switch (rule.kind) {
-    case 'minimum_commitment':
-    case 'cap':
-      return rule.kind;
-    case 'fixed_fee':
-      return `fixed_fee:${slug(rule.description)}`;
-    case 'credit':
-      return `credit:${slug(rule.description)}`;
-  }
-}
-
 /**
  * The targets of a rule set for a period, in settlement order (commitments and caps, then fees,
  * then vouchers). A rule with nothing to book (usage above the minimum) still has a target of
@@ -81,7 +61,7 @@ export function settlementDeltas(targets: readonly SettlementTarget[], booked: r
     bookedByKey.delete(t.key);
     const amount = (t.amount - was) as Pennies;
     if (amount === 0n) continue;
-    const description = was === 0n ? t.description : t.amount === 0n ? `${describeKey(t.key)} for ${period} no longer applies` : `${t.description} (revised)`;
+    const description = was === 0n ? t.description : t.amount === 0n ? `${describeKey(t.key)} for ${period} no longer applies` : `Revised: ${t.description}`;
     out.push({ key: t.key, kind: t.kind, amount, description });
   }
   for (const b of bookedByKey.values()) {
