@@ -1,0 +1,58 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { getBillingRun, listBillingRuns } from '../../../adapters/db/receivables-repository';
+import type { Deps } from '../../deps';
+import { IdParam, Paging, errorResponse, newRouter } from '../common';
+
+const BillingRunSchema = z
+  .object({
+    id: z.number(),
+    period: z.string().openapi({ example: '2026-10' }),
+    status: z.enum(['queued', 'running', 'completed', 'failed']),
+    requestedBy: z.string(),
+    invoicesCreated: z.number(),
+    summary: z.unknown().openapi({ description: "the run's outcome per partnership, as recorded" }),
+    error: z.string().nullable(),
+    queuedAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+  })
+  .openapi('BillingRun');
+
+/** Read-only views of billing runs: what was asked for, by whom, how it went. */
+export function billingRunRoutes(deps: Pick<Deps, 'db'>) {
+  return newRouter()
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/billing-runs',
+        summary: 'Billing runs, newest first',
+        request: {
+          query: Paging.extend({
+            status: BillingRunSchema.shape.status.optional(),
+            period: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be a month, YYYY-MM').optional().openapi({ example: '2026-10' }),
+          }),
+        },
+        responses: {
+          200: { content: { 'application/json': { schema: z.object({ items: z.array(BillingRunSchema), total: z.number(), page: z.number(), pageSize: z.number() }) } }, description: 'A page of billing runs' },
+        },
+      }),
+      async (c) => {
+        const q = c.req.valid('query');
+        const result = await listBillingRuns(deps.db, q);
+        return c.json({ ...result, page: q.page, pageSize: q.pageSize }, 200);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/billing-runs/{id}',
+        summary: 'One billing run: status, period, who asked, invoices created, summary, error, times',
+        request: { params: IdParam },
+        responses: { 200: { content: { 'application/json': { schema: BillingRunSchema } }, description: 'The billing run' }, 404: errorResponse('No such billing run') },
+      }),
+      async (c) => {
+        const run = await getBillingRun(deps.db, Number(c.req.valid('param').id));
+        return run ? c.json(run, 200) : c.json({ error: 'not_found', message: 'no such billing run' }, 404);
+      },
+    );
+}
