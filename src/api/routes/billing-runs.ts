@@ -1,7 +1,9 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { getBillingRun, listBillingRuns } from '../../../adapters/db/receivables-repository';
 import type { Deps } from '../../deps';
+import { requestBillingRun } from '../../use-cases/run-billing-period';
 import { IdParam, Paging, errorResponse, newRouter } from '../common';
+import { apiActor } from './payments';
 
 const BillingRunSchema = z
   .object({
@@ -18,9 +20,32 @@ const BillingRunSchema = z
   })
   .openapi('BillingRun');
 
-/** Read-only views of billing runs: what was asked for, by whom, how it went. */
-export function billingRunRoutes(deps: Pick<Deps, 'db'>) {
+/** Billing runs: request one for a period, and see what was asked for, by whom, how it went. */
+export function billingRunRoutes(deps: Deps) {
   return newRouter()
+    .openapi(
+      createRoute({
+        method: 'post',
+        path: '/billing-runs',
+        summary: 'Queue a billing run for a period; follow it with GET /billing-runs/{id}',
+        description: 'Safe to repeat: a partnership already invoiced for the period is reported as already_invoiced, never billed twice.',
+        request: {
+          body: {
+            required: true,
+            content: { 'application/json': { schema: z.object({ period: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be a month, YYYY-MM').openapi({ example: '2026-10' }) }).strict() } },
+          },
+        },
+        responses: {
+          202: { content: { 'application/json': { schema: z.object({ id: z.number(), status: z.literal('queued'), period: z.string() }) } }, description: 'Queued' },
+          400: errorResponse('Not a period'),
+        },
+      }),
+      async (c) => {
+        const { period } = c.req.valid('json');
+        const { billingRunId } = await requestBillingRun(deps, { period, requestedBy: apiActor(c) });
+        return c.json({ id: billingRunId, status: 'queued' as const, period }, 202);
+      },
+    )
     .openapi(
       createRoute({
         method: 'get',
