@@ -7,6 +7,7 @@ import { fixedClock } from '../src/clock';
 import { ingestThroughInbox } from '../src/cli/demo';
 import { importPartnerships, readImportFile } from '../src/use-cases/import-partnerships';
 import { reratePeriod } from '../src/use-cases/rerate-period';
+import { waitUntilSettled } from '../src/use-cases/wait-for-pipeline';
 import { previewInvoice, runBillingPeriod } from '../src/use-cases/run-billing-period';
 import { actualUsageCharges } from './support/golden';
 import { findInvariantViolations } from './support/invariants';
@@ -38,6 +39,11 @@ async function lateFeed(partner: string, name: string, csv: string): Promise<voi
   await mkdir(path.join(dir, partner));
   await writeFile(path.join(dir, partner, name), csv);
   await ingestThroughInbox(ctx.deps, dir, new Date(0));
+  // Wait for this very file (the count of files received is already met by the earlier ones).
+  await waitUntilSettled(ctx.deps, ['inbox-scan', 'ingest-file', 'rate-file'], async () => {
+    const file = await ctx.deps.db('usage_files').where('name', name).first<{ status: string } | undefined>('status');
+    return file !== undefined && ['rated', 'failed', 'duplicate'].includes(file.status);
+  });
   const file = await ctx.deps.db('usage_files').where('name', name).first<{ status: string }>('status');
   expect(file.status).toBe('rated');
 }

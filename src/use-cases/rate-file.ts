@@ -12,6 +12,7 @@ import {
   groupKey,
   laterRatedUsages,
   lockGroups,
+  markRated,
   positionsOf,
   prepareRow,
   rateRow,
@@ -78,7 +79,11 @@ async function ratePages(
       const rated = prepared.map((p) => ({ usage: p.usage, records: rateRow(p, before.get(p.usage.id) ?? ZERO) }));
       const counts = await writeRecords(tx, rated);
       // A usage that starts before usages already rated moves them along the tiers: re-rate them.
-      if (groups.length > 0) await rerateLaterUsages(tx, positional.map((p) => p.usage.id), partnerships);
+      if (groups.length > 0) {
+        const ids = positional.map((p) => p.usage.id);
+        await rerateLaterUsages(tx, ids, partnerships);
+        await markRated(tx, ids);
+      }
       return { usages: usages.length, lastId: usages[usages.length - 1]!.id, ...counts };
     });
     if (!page) break;

@@ -104,36 +104,94 @@ export async function lockGroups(tx: Knex.Transaction, keys: Iterable<string>): 
   return sorted;
 }
 
-/**
- * The order within a period group: start time, then usage id compared byte by byte (COLLATE "C"),
- * so the order, and hence the tiers, never depend on a database's locale.
- */
-const EARLIER = `(o.started_at < u.started_at OR (o.started_at = u.started_at AND o.external_id COLLATE "C" < u.external_id COLLATE "C"))`;
-const SAME_GROUP = `o.partnership_id = u.partnership_id AND o.product_id = u.product_id AND o.period = u.period AND o.superseded_at IS NULL`;
+/** The period order of a group: start time, then usage id byte by byte (COLLATE "C"), so tiers never depend on a database's locale. */
+const KEY = (alias: string) => `(${alias}.started_at, ${alias}.external_id COLLATE "C")`;
 
-/** How much of each usage's product the partnership used earlier in the same period (live usages of every file). */
+/**
+ * How much of each usage's product the partnership used earlier in the same period (live usages of
+ * every file). Per group the page touches: one index range sum for everything before the page's
+ * earliest usage, and one window over the range the page spans. A file in time order spans little
+ * of its group per page, so a page costs about the same at the end of a huge group as at its start.
+ */
 export async function positionsOf(tx: Knex.Transaction, usageIds: string[]): Promise<Map<string, Decimal>> {
   const { rows } = await tx.raw<{ rows: { id: string; before: string }[] }>(
-    `SELECT u.id, coalesce((SELECT sum(o.quantity) FROM product_usages o WHERE ${SAME_GROUP} AND ${EARLIER}), 0)::text AS before
-     FROM product_usages u WHERE u.id = ANY(?::bigint[])`,
+    `WITH page AS (
+       SELECT u.id, u.partnership_id, u.product_id, u.period, u.started_at, u.external_id COLLATE "C" AS xid
+       FROM product_usages u WHERE u.id = ANY(?::bigint[])
+     ),
+     bounds AS (
+       SELECT partnership_id, product_id, period,
+              (array_agg(started_at ORDER BY started_at, xid))[1] AS lo_t, (array_agg(xid ORDER BY started_at, xid))[1] AS lo_x,
+              (array_agg(started_at ORDER BY started_at DESC, xid DESC))[1] AS hi_t, (array_agg(xid ORDER BY started_at DESC, xid DESC))[1] AS hi_x
+       FROM page GROUP BY 1, 2, 3
+     ),
+     ranged AS (
+       SELECT o.id, b.lo_t, b.lo_x, b.partnership_id, b.product_id, b.period,
+              coalesce(sum(o.quantity) OVER (PARTITION BY b.partnership_id, b.product_id, b.period ORDER BY o.started_at, o.external_id COLLATE "C"
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS within
+       FROM bounds b JOIN product_usages o
+         ON o.partnership_id = b.partnership_id AND o.product_id = b.product_id AND o.period = b.period AND o.superseded_at IS NULL
+        AND ${KEY('o')} >= (b.lo_t, b.lo_x COLLATE "C") AND ${KEY('o')} <= (b.hi_t, b.hi_x COLLATE "C")
+     ),
+     base AS (
+       SELECT b.partnership_id, b.product_id, b.period,
+              (SELECT coalesce(sum(o.quantity), 0) FROM product_usages o
+                WHERE o.partnership_id = b.partnership_id AND o.product_id = b.product_id AND o.period = b.period AND o.superseded_at IS NULL
+                  AND ${KEY('o')} < (b.lo_t, b.lo_x COLLATE "C")) AS before
+       FROM bounds b
+     )
+     SELECT r.id, (base.before + r.within)::text AS before
+     FROM ranged r JOIN base USING (partnership_id, product_id, period)
+     WHERE r.id IN (SELECT id FROM page)`,
     [usageIds],
   );
   return new Map(rows.map((r) => [r.id, decimal(r.before)]));
 }
 
-/** Usages that come after any of `usageIds` in their period groups and are already rated. */
+/**
+ * Rated usages that come after the earliest of `usageIds` in its group, other than `usageIds`
+ * themselves: a usage that arrives before them moves them along the tiers. rating_groups says
+ * where each group's rated usages end, so a page that starts after that (files in time order)
+ * finds nothing without looking.
+ */
 export async function laterRatedUsages(tx: Knex.Transaction, usageIds: string[]): Promise<UsageRow[]> {
   const { rows } = await tx.raw<{ rows: UsageRow[] }>(
-    `SELECT DISTINCT ${USAGE_COLUMNS_SQL}
-     FROM product_usages n
-     JOIN product_usages u ON u.partnership_id = n.partnership_id AND u.product_id = n.product_id AND u.period = n.period
-       AND u.superseded_at IS NULL AND u.id <> ALL(?::bigint[])
-       AND (u.started_at > n.started_at OR (u.started_at = n.started_at AND u.external_id COLLATE "C" > n.external_id COLLATE "C"))
+    `WITH page AS (
+       SELECT u.id, u.partnership_id, u.product_id, u.period, u.started_at, u.external_id COLLATE "C" AS xid
+       FROM product_usages u WHERE u.id = ANY(?::bigint[])
+     ),
+     earliest AS (
+       SELECT partnership_id, product_id, period,
+              (array_agg(started_at ORDER BY started_at, xid))[1] AS lo_t, (array_agg(xid ORDER BY started_at, xid))[1] AS lo_x
+       FROM page GROUP BY 1, 2, 3
+     ),
+     moved AS (
+       SELECT e.* FROM earliest e JOIN rating_groups g USING (partnership_id, product_id, period)
+       WHERE (e.lo_t, e.lo_x COLLATE "C") < (g.last_started_at, g.last_external_id)
+     )
+     SELECT ${USAGE_COLUMNS_SQL}
+     FROM moved m
+     JOIN product_usages u ON u.partnership_id = m.partnership_id AND u.product_id = m.product_id AND u.period = m.period
+       AND u.superseded_at IS NULL AND ${KEY('u')} > (m.lo_t, m.lo_x COLLATE "C")
      JOIN products p ON p.id = u.product_id
-     WHERE n.id = ANY(?::bigint[]) AND EXISTS (SELECT 1 FROM billing_records r WHERE r.usage_id = u.id)`,
+     WHERE u.id <> ALL(?::bigint[]) AND EXISTS (SELECT 1 FROM billing_records r WHERE r.usage_id = u.id)`,
     [usageIds, usageIds],
   );
   return rows;
+}
+
+/** Moves each group's mark of its latest rated usage forward to cover these (call under the group locks). */
+export async function markRated(tx: Knex.Transaction, usageIds: string[]): Promise<void> {
+  await tx.raw(
+    `INSERT INTO rating_groups (partnership_id, product_id, period, last_started_at, last_external_id)
+     SELECT DISTINCT ON (partnership_id, product_id, period) partnership_id, product_id, period, started_at, external_id COLLATE "C"
+     FROM product_usages WHERE id = ANY(?::bigint[])
+     ORDER BY partnership_id, product_id, period, started_at DESC, external_id COLLATE "C" DESC
+     ON CONFLICT (partnership_id, product_id, period) DO UPDATE
+       SET last_started_at = excluded.last_started_at, last_external_id = excluded.last_external_id
+       WHERE (excluded.last_started_at, excluded.last_external_id) > (rating_groups.last_started_at, rating_groups.last_external_id)`,
+    [usageIds],
+  );
 }
 
 export interface PositionedUsage extends UsageRow {
@@ -143,8 +201,8 @@ export interface PositionedUsage extends UsageRow {
 
 /**
  * Every live usage of a partnership's period (optionally of some products), in period order, a page
- * at a time, each with its position. A keyset cursor over (product, start, usage id) and a running
- * sum carried from page to page: linear in the period's size, whatever its size.
+ * at a time, each with its position. Per product, a keyset cursor over (start, usage id) on the
+ * group-order index and a running sum carried from page to page: linear in the period's size.
  */
 export async function* periodUsagePages(
   tx: Knex.Transaction,
@@ -153,34 +211,35 @@ export async function* periodUsagePages(
   productIds: readonly number[] | null,
   pageSize = 5000,
 ): AsyncGenerator<PositionedUsage[]> {
-  let cursor: { productId: string; startedAt: string; externalId: string } | undefined;
-  let carried = ZERO;
-  for (;;) {
-    const { rows } = await tx.raw<{ rows: Array<UsageRow & { started_key: string }> }>(
-      `SELECT ${USAGE_COLUMNS_SQL}, u.started_at::text AS started_key
-       FROM product_usages u JOIN products p ON p.id = u.product_id
-       WHERE u.partnership_id = ? AND u.period = ? AND u.superseded_at IS NULL
-         ${productIds ? 'AND u.product_id = ANY(?::bigint[])' : ''}
-         ${cursor ? `AND (u.product_id, u.started_at, u.external_id COLLATE "C") > (?::bigint, ?::timestamptz, ?::text COLLATE "C")` : ''}
-       ORDER BY u.product_id, u.started_at, u.external_id COLLATE "C"
-       LIMIT ?`,
-      [partnershipId, period, ...(productIds ? [[...productIds]] : []), ...(cursor ? [cursor.productId, cursor.startedAt, cursor.externalId] : []), pageSize],
-    );
-    if (rows.length === 0) return;
-    const page: PositionedUsage[] = [];
-    let product = cursor?.productId;
-    for (const { started_key: _, ...row } of rows) {
-      if (row.product_id !== product) {
-        product = row.product_id;
-        carried = ZERO;
+  const products = productIds
+    ? [...productIds].sort((a, b) => a - b).map(String)
+    : (
+        await tx('product_usages').where({ partnership_id: partnershipId, period }).whereNull('superseded_at').distinct<{ product_id: string }[]>('product_id').orderBy('product_id')
+      ).map((r) => r.product_id);
+  for (const productId of products) {
+    let cursor: { startedAt: string; externalId: string } | undefined;
+    let carried = ZERO;
+    for (;;) {
+      const { rows } = await tx.raw<{ rows: Array<UsageRow & { started_key: string }> }>(
+        `SELECT ${USAGE_COLUMNS_SQL}, u.started_at::text AS started_key
+         FROM product_usages u JOIN products p ON p.id = u.product_id
+         WHERE u.partnership_id = ? AND u.product_id = ? AND u.period = ? AND u.superseded_at IS NULL
+           ${cursor ? `AND ${KEY('u')} > (?::timestamptz, ?::text COLLATE "C")` : ''}
+         ORDER BY u.started_at, u.external_id COLLATE "C"
+         LIMIT ?`,
+        [partnershipId, productId, period, ...(cursor ? [cursor.startedAt, cursor.externalId] : []), pageSize],
+      );
+      if (rows.length === 0) break;
+      const page: PositionedUsage[] = [];
+      for (const { started_key: _, ...row } of rows) {
+        page.push({ ...row, before: carried });
+        carried = add(carried, decimal(row.quantity));
       }
-      page.push({ ...row, before: carried });
-      carried = add(carried, decimal(row.quantity));
+      const last = rows[rows.length - 1]!;
+      cursor = { startedAt: last.started_key, externalId: last.external_id };
+      yield page;
+      if (rows.length < pageSize) break;
     }
-    const last = rows[rows.length - 1]!;
-    cursor = { productId: last.product_id, startedAt: last.started_key, externalId: last.external_id };
-    yield page;
-    if (rows.length < pageSize) return;
   }
 }
 

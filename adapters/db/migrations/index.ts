@@ -3,6 +3,8 @@ import * as initialSchema from './0001-initial-schema';
 import * as feedProfiles from './0002-feed-profiles-and-control-totals';
 import * as superseding from './0003-superseding-files';
 import * as periodSettlement from './0004-period-settlement';
+import * as receivables from './0006-receivables';
+import * as ratingOrder from './0008-rating-order';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -18,6 +20,8 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0002-feed-profiles-and-control-totals', feedProfiles],
   ['0003-superseding-files', superseding],
   ['0004-period-settlement', periodSettlement],
+  ['0006-receivables', receivables],
+  ['0008-rating-order', ratingOrder],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
