@@ -12,7 +12,9 @@ pg.types.setTypeParser(1082, (v: string) => v);
 export function createDb(databaseUrl: string, pool: { min?: number; max?: number } = {}): Db {
   return knexFactory({
     client: 'pg',
-    connection: { connectionString: databaseUrl, application_name: 'billing-engine' },
+    // JIT compiling costs more than it saves on the mid-sized set queries the engine runs (a page of
+    // 5,000 usages spent 250 ms compiling a 120 ms query), so sessions run without it.
+    connection: { connectionString: databaseUrl, application_name: 'billing-engine', options: '-c jit=off' },
     pool: { min: pool.min ?? 0, max: pool.max ?? 10 },
     migrations: { migrationSource, tableName: 'knex_migrations' },
   });

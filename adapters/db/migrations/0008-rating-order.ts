@@ -22,6 +22,13 @@ export async function up(knex: Knex): Promise<void> {
       last_external_id   text COLLATE "C" NOT NULL,
       PRIMARY KEY (partnership_id, product_id, period)
     );
+    -- Every index on transactions is paid on each of millions of inserts. Uninvoiced transactions
+    -- are found through their records (transactions_record_idx), and the invoice index only needs
+    -- the invoiced ones, so new transactions (not yet invoiced) skip both.
+    DROP INDEX transactions_uninvoiced_idx;
+    DROP INDEX transactions_invoice_idx;
+    CREATE INDEX transactions_invoice_idx ON transactions (invoice_id) WHERE invoice_id IS NOT NULL;
+
     -- Groups rated before this migration: their latest rated usage.
     INSERT INTO rating_groups (partnership_id, product_id, period, last_started_at, last_external_id)
     SELECT DISTINCT ON (u.partnership_id, u.product_id, u.period) u.partnership_id, u.product_id, u.period, u.started_at, u.external_id COLLATE "C"
@@ -34,6 +41,9 @@ export async function up(knex: Knex): Promise<void> {
 export async function down(knex: Knex): Promise<void> {
   await knex.raw(`
     DROP TABLE rating_groups;
+    DROP INDEX transactions_invoice_idx;
+    CREATE INDEX transactions_invoice_idx ON transactions (invoice_id);
+    CREATE INDEX transactions_uninvoiced_idx ON transactions (billing_record_id) WHERE invoice_id IS NULL;
     CREATE INDEX product_usages_partnership_period_idx ON product_usages (partnership_id, period);
     DROP INDEX product_usages_group_order;
   `);
