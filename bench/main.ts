@@ -2,6 +2,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadConfig } from '../src/config';
 import { type BenchContext, BenchSetupError, BenchStoppedError, type Services, benchDatabaseUrl, describeError, preflight } from './harness';
 import { runIngestBench } from './ingest';
+import { runInvoicesBench } from './invoices';
+import { runRateBench } from './rate';
 import { type BenchReport, renderReport } from './report';
 
 /**
@@ -10,7 +12,7 @@ import { type BenchReport, renderReport } from './report';
  */
 interface BenchDefinition {
   description: string;
-  run(ctx: BenchContext, services: Services): Promise<BenchReport>;
+  run(ctx: BenchContext, services: Services, opts: Options): Promise<BenchReport>;
 }
 
 const BENCHES: Record<string, BenchDefinition> = {
@@ -18,10 +20,19 @@ const BENCHES: Record<string, BenchDefinition> = {
     description: 'a generated CSV and XML feed through inbox, queues and database, against psql \\copy',
     run: runIngestBench,
   },
+  rate: {
+    description: 'N usages of one partnership rated with graduated tiers, a discount and a three-way split (usages per second)',
+    run: runRateBench,
+  },
+  invoices: {
+    description: 'invoices rendered (PDF, CSV) and emailed through the deliver-email workers, against pre-built messages over the same pool',
+    run: (ctx, services, opts) => runInvoicesBench(ctx, services, { invoices: opts.invoices }),
+  },
 };
 
 interface Options {
   rows: number;
+  invoices: number;
   keep?: boolean;
   databaseUrl?: string;
   redisUrl?: string;
@@ -46,6 +57,7 @@ function buildProgram(): Command {
     .description(`Benchmarks of the billing engine against real PostgreSQL and Redis.\n\nBenchmarks:\n${list}`)
     .argument('[which...]', `benchmarks to run (${Object.keys(BENCHES).join(', ')}); all when omitted`)
     .option('--rows <n>', 'usages per generated feed', positiveInt, 1_000_000)
+    .option('--invoices <n>', 'invoices to render and deliver (bench invoices)', positiveInt, 10_000)
     .option('--keep', 'keep the generated files (under bench/out/) and the bench database')
     .option('--database-url <url>', 'PostgreSQL server; the bench uses its own database there (billing_bench unless the name says bench) (default: DATABASE_URL)')
     .option('--redis-url <url>', 'Redis; the bench uses its own queue prefix bench-<random> (default: REDIS_URL)')
@@ -80,7 +92,7 @@ function buildProgram(): Command {
         log: (message) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`),
       };
       for (const name of names) {
-        const report = await BENCHES[name]!.run(ctx, services);
+        const report = await BENCHES[name]!.run(ctx, services, opts);
         process.stdout.write(`\n${renderReport(report)}`);
       }
     });

@@ -1,11 +1,16 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { QueueEvents } from 'bullmq';
+import { parseString } from 'fast-csv';
 import { type ParsedMail, simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pdfText } from '../adapters/render/pdf-text';
 import { INVOICE_CSV_HEADER } from '../src/core/invoice-email';
+import { formatMoney, pennies } from '../src/core/money';
 import { deliverInvoice } from '../src/use-cases/deliver-invoice';
 import { PermanentError, RetryableError } from '../src/use-cases/errors';
+import { ResendRefused, resendDelivery } from '../src/use-cases/resend-delivery';
+import { resendCommand } from '../src/cli/commands/resend';
 import { type IssuedInvoice, importDemoPartnerships, ingestDemoFeeds, issueDemoInvoices } from './support/inbox-drops';
 import { type SmtpSink, startSmtpSink } from './support/smtp-sink';
 import { type TestContext, createTestContext } from './support/test-context';
@@ -35,6 +40,38 @@ async function invoiceTotal(ctx: TestContext, invoiceId: number): Promise<number
   return Number(row.total_pennies);
 }
 
+interface AttemptRow {
+  attempt: number;
+  trigger: string;
+  requested_by: string | null;
+  transport: string;
+  sender: string;
+  recipients: string[];
+  subject: string;
+  message_id: string;
+  attempted_at: Date;
+  finished_at: Date | null;
+  outcome: string | null;
+  reply_code: number | null;
+  reply: string | null;
+  rejected: string[];
+}
+
+/** The communication log of one delivery, oldest attempt first. */
+function attemptsOf(ctx: TestContext, deliveryId: number): Promise<AttemptRow[]> {
+  return ctx.deps.db('email_attempts').where('delivery_id', deliveryId).orderBy('attempt').select<AttemptRow[]>('*');
+}
+
+function csvRows(csv: string): Promise<Record<string, string>[]> {
+  return new Promise((resolve, reject) => {
+    const rows: Record<string, string>[] = [];
+    parseString<Record<string, string>, Record<string, string>>(csv, { headers: true, strictColumnHandling: true })
+      .on('error', reject)
+      .on('data', (row: Record<string, string>) => rows.push(row))
+      .on('end', () => resolve(rows));
+  });
+}
+
 /** A world with the demo partnerships, every demo feed ingested and rated, and the October invoices issued. */
 async function demoWorld(env: Record<string, string>, beforeIssue?: (ctx: TestContext) => Promise<void>) {
   const ctx = await createTestContext({ env: { MAIL_FROM, ...env } });
@@ -49,24 +86,38 @@ function queueEvents(ctx: TestContext, name: string): QueueEvents {
   return new QueueEvents(name, { connection: { url: ctx.deps.config.redisUrl }, prefix: ctx.deps.config.queuePrefix });
 }
 
-/** The CSV attachment is the invoice: its header is the documented one and its amounts add up to the total. */
+/**
+ * The CSV attachment lists the invoice's transactions: its header is the documented one, there is
+ * one row per transaction the invoice claimed, and the amounts add up to the total.
+ */
 async function expectInvoiceCsv(ctx: TestContext, mail: ParsedMail, invoice: IssuedInvoice): Promise<void> {
   const csv = mail.attachments.find((a) => a.contentType.startsWith('text/csv'));
   expect(csv?.filename).toBe(`${invoice.number}.csv`);
-  const [header, ...rows] = csv!.content.toString('utf8').trim().split('\r\n');
-  expect(header).toBe(INVOICE_CSV_HEADER.join(','));
-  expect(rows.length).toBeGreaterThan(0);
-  const amountAt = INVOICE_CSV_HEADER.indexOf('amount');
+  const text = csv!.content.toString('utf8');
+  expect(text.slice(0, text.indexOf('\r\n'))).toBe(INVOICE_CSV_HEADER.join(','));
+  const rows = await csvRows(text);
+  const claimed = await ctx.deps.db('transactions').where('invoice_id', invoice.invoiceId).select<{ id: string }[]>('id');
+  expect(rows.map((r) => r.transaction_id).sort()).toEqual(claimed.map((t) => t.id).sort());
   let sum = 0;
   for (const row of rows) {
-    // The amount is counted from the end of the row, so a quoted comma in an earlier cell cannot shift it.
-    const cells = row.split(',');
-    const amount = cells[cells.length - (INVOICE_CSV_HEADER.length - amountAt)]!;
-    expect(amount).toMatch(/^-?\d+\.\d{2}$/);
-    sum += Number(amount.replace('.', ''));
-    expect(cells[0]).toBe(invoice.number);
+    expect(row.invoice_number).toBe(invoice.number);
+    expect(row.amount).toMatch(/^-?\d+\.\d{2}$/);
+    sum += Number(row.amount!.replace('.', ''));
   }
   expect(sum).toBe(await invoiceTotal(ctx, invoice.invoiceId));
+}
+
+/** The PDF attachment, read back with pdftotext: it is this invoice, with its number and total. */
+async function expectInvoicePdf(ctx: TestContext, mail: ParsedMail, invoice: IssuedInvoice): Promise<void> {
+  const pdf = mail.attachments.find((a) => a.contentType === 'application/pdf');
+  expect(pdf?.filename).toBe(`${invoice.number}.pdf`);
+  expect(pdf!.content.subarray(0, 5).toString('latin1')).toBe('%PDF-');
+  const row = await ctx.deps.db('invoices').where('id', invoice.invoiceId).first<{ total_pennies: string; currency: string }>('total_pennies', 'currency');
+  const total = formatMoney(pennies(row.total_pennies), row.currency);
+  const text = (await pdfText(pdf!.content)).replace(/[ \t]+/g, ' ');
+  expect(text).toContain(`Invoice number ${invoice.number}`);
+  expect(text).toContain(`Total (${row.currency}) ${total}`);
+  expect(text).toContain('Northbridge Research Facility');
 }
 
 describe('invoice emails the SMTP server accepts (250)', () => {
@@ -114,6 +165,28 @@ describe('invoice emails the SMTP server accepts (250)', () => {
       expect(mail.parsed.subject).toBe(row.subject);
       expect(mail.envelope.rcptTo).toEqual(row.recipients);
       await expectInvoiceCsv(ctx, mail.parsed, invoice);
+      await expectInvoicePdf(ctx, mail.parsed, invoice);
+      expect(mail.parsed.attachments.map((a) => a.filename)).toEqual([`${invoice.number}.pdf`, `${invoice.number}.csv`]);
+
+      // The communication log: one attempt, with who sent what to whom and the server's reply.
+      const attempts = await attemptsOf(ctx, invoice.deliveryId);
+      expect(attempts).toHaveLength(1);
+      expect(attempts[0]).toMatchObject({
+        attempt: 1,
+        trigger: 'automatic',
+        requested_by: null,
+        transport: 'smtp',
+        sender: MAIL_FROM,
+        recipients: row.recipients,
+        subject: row.subject,
+        message_id: row.message_id,
+        outcome: 'sent',
+        reply_code: 250,
+        reply: row.last_response,
+        rejected: [],
+      });
+      expect(attempts[0]!.reply).toMatch(/^250 /);
+      expect(attempts[0]!.finished_at!.getTime()).toBeGreaterThanOrEqual(attempts[0]!.attempted_at.getTime());
     }
   });
 
@@ -124,12 +197,58 @@ describe('invoice emails the SMTP server accepts (250)', () => {
     expect((await deliveryRow(ctx, invoices.acme.deliveryId)).attempts).toBe(1);
   });
 
-  // The invoice PDF is not built yet; this is what it must satisfy when it is.
-  it.skip('attaches the invoice as a PDF', () => {
+  it('attaches the invoice as a PDF whose text has its number and total', async () => {
     const mail = sink.messages.find((m) => m.parsed.subject?.includes(invoices.acme.number));
     const pdf = mail?.parsed.attachments.find((a) => a.contentType === 'application/pdf');
     expect(pdf?.filename).toBe(`${invoices.acme.number}.pdf`);
     expect(pdf?.content.subarray(0, 5).toString('latin1')).toBe('%PDF-');
+    // The demo's hand-worked total for NRF-ACME (fixtures/demo/expected.yaml).
+    expect(await invoiceTotal(ctx, invoices.acme.invoiceId)).toBe(29164);
+    const text = (await pdfText(pdf!.content)).replace(/[ \t]+/g, ' ');
+    expect(text).toContain(`Invoice number ${invoices.acme.number}`);
+    expect(text).toContain('Total (GBP) £291.64');
+    expect(text).toContain('Amount due');
+    expect(text).toContain('Acme Biosciences Ltd');
+  });
+
+  it('resends a sent invoice on purpose under the same Message-ID, through the queue, and logs it as a resend', async () => {
+    const id = invoices.jsmith.deliveryId;
+    const before = await deliveryRow(ctx, id);
+    const copies = () => sink.messages.filter((m) => m.parsed.subject?.includes(invoices.jsmith.number));
+    expect(copies()).toHaveLength(1);
+
+    const events = queueEvents(ctx, 'deliver-email');
+    try {
+      await events.waitUntilReady();
+      const requested = await resendDelivery(ctx.deps, id, { requestedBy: 'ops@northbridge.example' });
+      expect(requested).toMatchObject({ deliveryId: id, invoiceNumber: invoices.jsmith.number, previousStatus: 'sent', messageId: before.message_id });
+      // The earlier attempt's finished job made way: the resend runs under the delivery's stable job id.
+      expect(requested.jobId).toBe(`deliver-email-${id}`);
+      const job = await ctx.deps.queues.get('deliver-email').getJob(requested.jobId!);
+      expect(await job!.waitUntilFinished(events, 30_000)).toMatchObject({ kind: 'sent', messageId: before.message_id });
+    } finally {
+      await events.close();
+    }
+
+    expect(copies()).toHaveLength(2);
+    expect(copies().map((m) => m.parsed.messageId)).toEqual([before.message_id, before.message_id]);
+    const after = await deliveryRow(ctx, id);
+    expect(after).toMatchObject({ status: 'sent', attempts: 2, message_id: before.message_id });
+    const attempts = await attemptsOf(ctx, id);
+    expect(attempts.map((a) => [a.attempt, a.trigger, a.requested_by, a.outcome])).toEqual([
+      [1, 'automatic', null, 'sent'],
+      [2, 'resend', 'ops@northbridge.example', 'sent'],
+    ]);
+    const audit = await ctx.deps.db('audit_log').where({ entity: 'email_delivery', entity_id: String(id) }).select<{ actor: string; action: string; before: unknown; after: unknown }[]>('actor', 'action', 'before', 'after');
+    expect(audit).toEqual([
+      { actor: 'ops@northbridge.example', action: 'delivery.resend_requested', before: { status: 'sent', attempts: 1 }, after: { status: 'pending', message_id: before.message_id } },
+    ]);
+    const request = await ctx.deps.db('email_deliveries').where('id', id).first<{ resend_requested_by: string | null }>('resend_requested_by');
+    expect(request.resend_requested_by).toBeNull();
+  });
+
+  it('refuses to resend a delivery that does not exist', async () => {
+    await expect(resendDelivery(ctx.deps, 999_999, { requestedBy: 'ops' })).rejects.toThrow(new ResendRefused('not_found', 'email delivery 999999 does not exist'));
   });
 });
 
@@ -169,6 +288,12 @@ describe('invoice emails that fail for a while or are interrupted', () => {
     expect(sink.messages).toHaveLength(1);
     expect(sink.messages[0]!.parsed.messageId).toBe(afterSecond.message_id);
     expect(sink.messages[0]!.parsed.subject).toContain(invoices.acme.number);
+    const attempts = await attemptsOf(ctx, id);
+    expect(attempts.map((a) => [a.attempt, a.outcome, a.reply_code])).toEqual([
+      [1, 'transient_failure', 451],
+      [2, 'sent', 250],
+    ]);
+    expect(attempts[0]!.reply).toBe('Message failed: 451 4.3.0 Temporary local problem, try again');
     sink.respondWith(null);
   });
 
@@ -190,6 +315,36 @@ describe('invoice emails that fail for a while or are interrupted', () => {
     expect(again).toEqual({ kind: 'unchanged', deliveryId: id, status: 'unknown' });
     expect(sink.messages).toHaveLength(messagesBefore);
     expect(sink.connectionCount).toBe(connectionsBefore);
+
+    // The interrupted attempt is in the log as unknown (set to sending by hand here, so the finding writes its row).
+    const attempts = await attemptsOf(ctx, id);
+    expect(attempts).toHaveLength(1);
+    expect(attempts[0]).toMatchObject({ attempt: 1, outcome: 'unknown', reply_code: null, message_id: row.message_id, recipients: row.recipients });
+    expect(attempts[0]!.reply).toMatch(/interrupted after it started sending/);
+  });
+
+  it('sends an unknown delivery once an operator resends it, logged after the unknown attempt', async () => {
+    const id = invoices.jsmith.deliveryId;
+    expect((await deliveryRow(ctx, id)).status).toBe('unknown');
+    const requested = await resendDelivery(ctx.deps, id, { requestedBy: 'cli', enqueue: false });
+    expect(requested).toEqual({ deliveryId: id, invoiceNumber: invoices.jsmith.number, previousStatus: 'unknown', messageId: (await deliveryRow(ctx, id)).message_id });
+    expect((await deliveryRow(ctx, id)).status).toBe('pending');
+    // A second request while the first is on its way (a double click) is refused, not sent twice.
+    await expect(resendDelivery(ctx.deps, id, { requestedBy: 'cli', enqueue: false })).rejects.toThrow(
+      new ResendRefused('in_progress', `email delivery ${id} of ${invoices.jsmith.number} is pending: an attempt is already on its way, so it is not resent`, 'pending'),
+    );
+
+    expect((await deliverInvoice(ctx.deps, id, { finalAttempt: false })).kind).toBe('sent');
+    const row = await deliveryRow(ctx, id);
+    expect(row).toMatchObject({ status: 'sent', attempts: 2 });
+    const mails = sink.messages.filter((m) => m.parsed.subject?.includes(invoices.jsmith.number));
+    expect(mails).toHaveLength(1);
+    expect(mails[0]!.parsed.messageId).toBe(row.message_id);
+    const attempts = await attemptsOf(ctx, id);
+    expect(attempts.map((a) => [a.attempt, a.trigger, a.requested_by, a.outcome])).toEqual([
+      [1, 'automatic', null, 'unknown'],
+      [2, 'resend', 'cli', 'sent'],
+    ]);
   });
 });
 
@@ -218,6 +373,10 @@ describe('invoice emails the SMTP server refuses for good (550)', () => {
     expect(row).toMatchObject({ status: 'failed', attempts: 1 });
     expect(row.last_error).toMatch(/550/);
     expect(sink.messages).toHaveLength(0);
+    const attempts = await attemptsOf(ctx, id);
+    expect(attempts).toHaveLength(1);
+    expect(attempts[0]).toMatchObject({ attempt: 1, outcome: 'permanent_failure', reply_code: 550, rejected: row.recipients, reply: row.last_error });
+    expect(attempts[0]!.reply).toContain('5.1.1');
   });
 
   it('fails the deliver-email job after one attempt, without retrying', async () => {
@@ -241,6 +400,31 @@ describe('invoice emails the SMTP server refuses for good (550)', () => {
     expect(row).toMatchObject({ status: 'failed', attempts: 1 });
     expect(row.last_error).toMatch(/550/);
     expect(sink.messages).toHaveLength(0);
+  });
+
+  it('sends a failed delivery once the mailbox is fixed and an operator resends it', async () => {
+    sink.respondWith(null);
+    const id = invoices.acme.deliveryId;
+    const events = queueEvents(ctx, 'deliver-email');
+    try {
+      await events.waitUntilReady();
+      const requested = await resendDelivery(ctx.deps, id, { requestedBy: 'ops@northbridge.example' });
+      expect(requested.previousStatus).toBe('failed');
+      // The failed job of the first attempt was removed so the resend could take the stable id.
+      expect(requested.jobId).toBe(`deliver-email-${id}`);
+      const job = await ctx.deps.queues.get('deliver-email').getJob(requested.jobId!);
+      expect(await job!.waitUntilFinished(events, 30_000)).toMatchObject({ kind: 'sent' });
+    } finally {
+      await events.close();
+    }
+    const row = await deliveryRow(ctx, id);
+    expect(row).toMatchObject({ status: 'sent', attempts: 2, last_error: null });
+    expect(sink.messages).toHaveLength(1);
+    expect(sink.messages[0]!.parsed.messageId).toBe(row.message_id);
+    expect((await attemptsOf(ctx, id)).map((a) => [a.trigger, a.outcome])).toEqual([
+      ['automatic', 'permanent_failure'],
+      ['resend', 'sent'],
+    ]);
   });
 });
 
@@ -280,7 +464,32 @@ describe('invoice emails written to the outbox folder (no SMTP_URL)', () => {
       expect(to.flatMap((a) => a.value.map((v) => v.address))).toEqual(row.recipients);
       expect(mail.from?.value).toEqual([{ name: 'Northbridge Billing', address: 'billing@northbridge.example' }]);
       await expectInvoiceCsv(ctx, mail, invoice);
+      await expectInvoicePdf(ctx, mail, invoice);
+      expect((await attemptsOf(ctx, invoice.deliveryId)).map((a) => [a.transport, a.outcome, a.reply_code, a.reply])).toEqual([
+        ['outbox', 'sent', null, row.last_response],
+      ]);
     }
+  });
+
+  it('resends from the CLI with --send-now, and refuses a delivery that is not finished', async () => {
+    const id = invoices.acme.deliveryId;
+    const lines: string[] = [];
+    await resendCommand(ctx.deps, { deliveryId: id, sendNow: true, actor: 'cli:tester' }, (l) => lines.push(l));
+    const row = await deliveryRow(ctx, id);
+    expect(lines).toEqual([
+      `delivery ${id} of ${invoices.acme.number} (was sent) is pending again, Message-ID ${row.message_id}`,
+      `sent: ${row.last_response}`,
+    ]);
+    expect(row).toMatchObject({ status: 'sent', attempts: 2 });
+    expect((await attemptsOf(ctx, id)).map((a) => [a.trigger, a.requested_by, a.outcome])).toEqual([
+      ['automatic', null, 'sent'],
+      ['resend', 'cli:tester', 'sent'],
+    ]);
+
+    await ctx.deps.db('email_deliveries').where('id', id).update({ status: 'sending' });
+    await expect(resendCommand(ctx.deps, { deliveryId: id, sendNow: true, actor: 'cli:tester' }, () => undefined)).rejects.toThrow(
+      new PermanentError(`email delivery ${id} of ${invoices.acme.number} is sending: an attempt is already on its way, so it is not resent`),
+    );
   });
 });
 
@@ -359,9 +568,16 @@ describe('a database fault while recording a message the server accepted', () =>
     }
     expect(sink.messages).toHaveLength(1);
 
+    // The attempt started (it is in the log) and nobody saw it finish.
+    expect((await attemptsOf(ctx, id)).map((a) => [a.attempt, a.outcome])).toEqual([[1, null]]);
+
     // The database is back and the job is retried, as BullMQ would after any thrown error.
     await deliverInvoice(ctx.deps, id, { finalAttempt: false }).catch(() => undefined);
     expect(sink.messages, 'copies of the invoice the customer received').toHaveLength(1);
     expect(['sent', 'unknown']).toContain((await deliveryRow(ctx, id)).status);
+    // The same attempt, finished as unknown: the log shows one attempt, not a second send.
+    const attempts = await attemptsOf(ctx, id);
+    expect(attempts.map((a) => [a.attempt, a.outcome])).toEqual([[1, 'unknown']]);
+    expect(attempts[0]!.finished_at).not.toBeNull();
   });
 });

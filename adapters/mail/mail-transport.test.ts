@@ -117,6 +117,33 @@ describe('createMailTransport over SMTP', () => {
     await expect(sink.waitForMessages(3, 50)).rejects.toThrow('expected 3 message(s) within 50 ms, received 2');
   });
 
+  it('reuses pooled connections: twenty messages over at most five connections', async () => {
+    const t = transport();
+    await Promise.all(Array.from({ length: 20 }, (_, i) => t.send(mail({ messageId: `<invoice-${i}.1@billing.acme.example>` }))));
+    expect(sink.messages).toHaveLength(20);
+    expect(sink.connectionCount).toBeGreaterThan(0);
+    expect(sink.connectionCount).toBeLessThanOrEqual(5);
+  });
+
+  it('opens a connection per message without the pool', async () => {
+    const t = transport({ pool: false });
+    for (let i = 0; i < 3; i++) await t.send(mail({ messageId: `<invoice-${i}.1@billing.acme.example>` }));
+    expect(sink.connectionCount).toBe(3);
+  });
+
+  it('never reads a file or fetches a URL named by an attachment, even one smuggled past the types', async () => {
+    const smuggled = [
+      { filename: 'passwd.txt', content: Buffer.from('ours'), contentType: 'text/plain', path: '/etc/passwd' },
+      { filename: 'remote.txt', content: Buffer.from('ours too'), contentType: 'text/plain', href: 'http://127.0.0.1:1/secret' },
+    ] as unknown as OutgoingMail['attachments'];
+    await transport().send(mail({ attachments: smuggled }));
+    const [received] = await sink.waitForMessages(1, 2000);
+    expect(received!.parsed.attachments.map((a) => [a.filename, a.content.toString('utf8')])).toEqual([
+      ['passwd.txt', 'ours'],
+      ['remote.txt', 'ours too'],
+    ]);
+  });
+
   it('checks the connection with verify()', async () => {
     await expect(transport().verify()).resolves.toBeUndefined();
   });

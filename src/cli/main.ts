@@ -13,6 +13,9 @@ import { deliverInvoice } from '../use-cases/deliver-invoice';
 import { PermanentError } from '../use-cases/errors';
 import { isPeriod } from '../core/period';
 import { runDemo } from './demo';
+import { registerReceivablesCommands } from './commands/receivables';
+import { registerRatingCommands } from './commands/rating';
+import { registerResendCommand } from './commands/resend';
 
 function period(value: string): string {
   if (!isPeriod(value)) throw new InvalidArgumentError('expected a month as YYYY-MM, e.g. 2026-10');
@@ -132,6 +135,10 @@ export function buildCli(): Command {
     .command('demo')
     .description('set up a database, load the fixtures, run the whole pipeline and print a summary')
     .action(() => runDemo());
+
+  registerReceivablesCommands(program, withDeps);
+  registerRatingCommands(program, withDeps);
+  registerResendCommand(program, withDeps);
 
   return program;
 }

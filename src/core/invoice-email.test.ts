@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { InvoiceDocument, InvoiceDocumentLine } from './invoice-document';
-import { escapeHtml, oneLine, renderInvoiceCsv, renderInvoiceEmail, safeFileStem } from './invoice-email';
+import type { InvoiceDocument, InvoiceDocumentLine, InvoiceRecordRow } from './invoice-document';
+import { INVOICE_CSV_HEADER, escapeHtml, invoiceSubject, oneLine, renderInvoiceCsv, renderInvoiceEmail, safeFileStem } from './invoice-email';
 import { pennies } from './money';
 
 function line(overrides: Partial<InvoiceDocumentLine>): InvoiceDocumentLine {
@@ -8,6 +8,7 @@ function line(overrides: Partial<InvoiceDocumentLine>): InvoiceDocumentLine {
     position: 1,
     accountCode: 'ACC-1',
     accountName: 'Main account',
+    accountKind: 'expense_code',
     productCode: 'SMS',
     productName: 'Text messages',
     unit: 'msg',
@@ -41,6 +42,8 @@ function invoice(overrides: Partial<InvoiceDocument> = {}): InvoiceDocument {
   ];
   return {
     id: 7,
+    kind: 'invoice',
+    status: 'issued',
     number: 'INV-2026-000001',
     period: '2026-10',
     currency: 'GBP',
@@ -51,6 +54,9 @@ function invoice(overrides: Partial<InvoiceDocument> = {}): InvoiceDocument {
     customer: { code: 'PART', name: 'Partner Co', email: null, address: null },
     partnershipCode: 'ACME-PART',
     recipients: ['ap@partner.example'],
+    credits: null,
+    reason: null,
+    voidedOn: null,
     lines,
     total: pennies(lines.reduce((sum, l) => sum + l.amount, 0n)),
     ...overrides,
@@ -76,9 +82,12 @@ describe('renderInvoiceEmail', () => {
     expect(text).toContain(`From: ${expected.slice('Invoice INV-2026-000001 from '.length, -' for 2026-10'.length)} (ACME)`);
   });
 
-  it('names the CSV after the invoice number, using only safe characters', () => {
-    expect(renderInvoiceEmail(invoice()).csvFileName).toBe('INV-2026-000001.csv');
-    expect(renderInvoiceEmail(invoice({ number: '../INV 2026/1\r\nX:"y"' })).csvFileName).toBe('INV_2026_1_X_y_.csv');
+  it('names the PDF and the CSV after the invoice number, using only safe characters', () => {
+    expect(renderInvoiceEmail(invoice())).toMatchObject({ pdfFileName: 'INV-2026-000001.pdf', csvFileName: 'INV-2026-000001.csv' });
+    expect(renderInvoiceEmail(invoice({ number: '../INV 2026/1\r\nX:"y"' }))).toMatchObject({
+      pdfFileName: 'INV_2026_1_X_y_.pdf',
+      csvFileName: 'INV_2026_1_X_y_.csv',
+    });
   });
 
   it('writes a readable plain-text invoice', () => {
@@ -115,6 +124,9 @@ describe('renderInvoiceEmail', () => {
       ].join('\n'),
     );
     expect(lines).toContain('Total due: £1,247.03 by 2026-12-01');
+    expect(lines).toContain(
+      'Attached: INV-2026-000001.pdf (the invoice) and INV-2026-000001.csv (one row per invoiced transaction, with its billing record and usage).',
+    );
     expect(text.endsWith('\n')).toBe(true);
   });
 
@@ -146,33 +158,9 @@ describe('renderInvoiceEmail', () => {
     expect(html).toContain('>Total</td>');
   });
 
-  it('attaches one CSV row per line, in position order, amounts in major units and numeric', () => {
-    const doc = invoice();
-    const reversed = { ...doc, lines: [...doc.lines].reverse() };
-    const expected =
-      'invoice_number,account_code,account_name,product_code,product_name,usage_period,kind,description,quantity,unit,unit_price,amount,currency\r\n' +
-      'INV-2026-000001,ACC-1,Main account,SMS,Text messages,2026-10,charge,October messages,1250,msg,0.01,12.50,GBP\r\n' +
-      'INV-2026-000001,ACC-2,Second account,DATA,Mobile data,2026-09,charge,Late September usage,12.5,GB,,1234.56,GBP\r\n' +
-      `INV-2026-000001,ACC-1,Main account,SMS,Text messages,2026-10,credit,"'-goodwill, ""sorry""",-3,msg,0.01,-0.03,GBP\r\n`;
-    expect(renderInvoiceEmail(reversed).csv).toBe(expected);
-    expect(renderInvoiceCsv(doc)).toBe(expected);
-  });
-
-  it('escapes formulas in CSV text columns', () => {
-    const doc = invoice({
-      lines: [line({ accountName: '=HYPERLINK("http://evil")', productName: '@SUM(A1)', description: '+1' })],
-      total: pennies(1250),
-    });
-    expect(renderInvoiceCsv(doc).split('\r\n')[1]).toBe(
-      `INV-2026-000001,ACC-1,"'=HYPERLINK(""http://evil"")",SMS,'@SUM(A1),2026-10,charge,'+1,1250,msg,0.01,12.50,GBP`,
-    );
-  });
-
   it('uses the currency minor units for amounts', () => {
     const doc = invoice({ currency: 'JPY', lines: [line({ amount: pennies(-1500) })], total: pennies(-1500) });
-    const { csv, text } = renderInvoiceEmail(doc);
-    expect(csv.split('\r\n')[1]).toBe('INV-2026-000001,ACC-1,Main account,SMS,Text messages,2026-10,charge,October messages,1250,msg,0.01,-1500,JPY');
-    expect(text).toContain('Total due: -¥1,500 by 2026-12-01');
+    expect(renderInvoiceEmail(doc).text).toContain('Total due: -¥1,500 by 2026-12-01');
   });
 
   it('refuses to render an invoice whose lines do not add up to its total', () => {
@@ -180,7 +168,131 @@ describe('renderInvoiceEmail', () => {
       'invoice INV-2026-000001: lines add up to 1247.03 but the total is 0.01',
     );
   });
+
+  it('shows a settlement line (no product) by its own description', () => {
+    const fee = line({ position: 4, productCode: '', productName: '', unit: '', kind: 'fee', description: 'Platform fee', quantity: '1', unitPrice: '25.00', amount: pennies(2500) });
+    const doc = invoice({ lines: [line({}), fee], total: pennies(3750) });
+    const { text, html } = renderInvoiceEmail(doc);
+    const feeRow = text.split('\n').find((l) => l.includes('Platform fee'));
+    expect(feeRow).toMatch(/^ACC-1 Main account {2,}2026-10 {2}Platform fee +1 +25\.00 +£25\.00$/);
+    expect(html).toContain('>Platform fee</td>');
+  });
+
+  it('quotes a purchase order as such in its subtotal', () => {
+    const doc = invoice({ lines: [line({ accountCode: 'PO-4711', accountName: 'Imaging', accountKind: 'purchase_order' })], total: pennies(1250) });
+    expect(renderInvoiceEmail(doc).text).toContain('Subtotal Purchase order PO-4711 Imaging');
+  });
 });
+
+describe('renderInvoiceEmail for credit notes and void invoices', () => {
+  const credited = { id: 3, number: 'INV-2026-000001', issueDate: '2026-11-01' };
+  const creditNote = (): InvoiceDocument =>
+    invoice({
+      kind: 'credit_note',
+      number: 'INV-2026-000009',
+      credits: credited,
+      reason: 'Storage counted twice',
+      lines: [line({ kind: 'credit', description: 'Storage counted twice', quantity: '-10', amount: pennies(-1250) })],
+      total: pennies(-1250),
+    });
+
+  it('titles a credit note as such and names the invoice it corrects', () => {
+    const { subject, text, html } = renderInvoiceEmail(creditNote());
+    expect(subject).toBe('Credit note INV-2026-000009 from Acme Telecom Ltd for 2026-10 (credits INV-2026-000001)');
+    expect(invoiceSubject(creditNote())).toBe(subject);
+    const lines = text.split('\n');
+    expect(lines.slice(0, 2)).toEqual(['Credit note INV-2026-000009', '===========================']);
+    expect(lines).toContain('Credit note number: INV-2026-000009');
+    expect(lines).toContain('Credits invoice:    INV-2026-000001 of 2026-11-01');
+    expect(lines).toContain('Reason:             Storage counted twice');
+    expect(lines).toContain('Credited: £12.50 against invoice INV-2026-000001.');
+    expect(text).not.toContain('Total due');
+    expect(text).not.toContain('Due date');
+    expect(html).toContain('<h1 style="font-size:20px;margin:0 0 16px">Credit note INV-2026-000009</h1>');
+    expect(html).toContain('Credited: £12.50 against invoice INV-2026-000001.');
+  });
+
+  it('marks a void invoice VOID and says nothing is due', () => {
+    const { text, html } = renderInvoiceEmail(invoice({ status: 'void', voidedOn: '2026-11-25', reason: 'Wrong customer' }));
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('Invoice INV-2026-000001 (VOID)');
+    expect(lines).toContain('Status:         VOID since 2026-11-25');
+    expect(lines).toContain('Reason:         Wrong customer');
+    expect(lines).toContain('This invoice is VOID since 2026-11-25: nothing is due on it.');
+    expect(text).not.toContain('Total due');
+    expect(html).toContain('Invoice INV-2026-000001 (VOID)');
+  });
+});
+
+function record(overrides: Partial<InvoiceRecordRow>): InvoiceRecordRow {
+  return {
+    transactionId: 101,
+    billingRecordId: 11,
+    accountCode: 'ACC-1',
+    accountName: 'Main account',
+    productCode: 'SMS',
+    productName: 'Text messages',
+    unit: 'msg',
+    usagePeriod: '2026-10',
+    usageId: 'U-1',
+    user: 'm.chen',
+    startedAt: '2026-10-03T12:15:00.000Z',
+    endedAt: '',
+    quantity: '1250',
+    splitPercent: '100',
+    kind: 'charge',
+    unitPrice: '0.01',
+    amount: pennies(1250),
+    description: 'Text messages: 1250 msg at 0.01',
+    usageDescription: '',
+    ...overrides,
+  };
+}
+
+describe('renderInvoiceCsv', () => {
+  const header = INVOICE_CSV_HEADER.join(',');
+
+  it('has one row per invoiced transaction, amounts in major units and numeric, feed text last', () => {
+    const doc = invoice({ lines: [line({ amount: pennies(1247) })], total: pennies(1247) });
+    const records = [
+      record({}),
+      record({ transactionId: 102, kind: 'discount', unitPrice: null, amount: pennies(-3), description: 'Loyalty discount 10%', usageDescription: 'Batch 88121, array "alpha"' }),
+    ];
+    expect(renderInvoiceCsv(doc, records)).toBe(
+      `${header}\r\n` +
+        'INV-2026-000001,ACC-1,Main account,2026-10,SMS,Text messages,charge,U-1,m.chen,2026-10-03T12:15:00.000Z,,1250,msg,100,0.01,12.50,GBP,11,101,Text messages: 1250 msg at 0.01,\r\n' +
+        'INV-2026-000001,ACC-1,Main account,2026-10,SMS,Text messages,discount,U-1,m.chen,2026-10-03T12:15:00.000Z,,1250,msg,100,,-0.03,GBP,11,102,Loyalty discount 10%,"Batch 88121, array ""alpha"""\r\n',
+    );
+  });
+
+  it('escapes formulas in every text column and keeps numbers numeric', () => {
+    const doc = invoice({ lines: [line({})], total: pennies(1250) });
+    const records = [record({ accountName: '=HYPERLINK("http://evil")', user: '@SUM(A1)', usageId: '+1', usageDescription: '-2+3' })];
+    expect(renderInvoiceCsv(doc, records).split('\r\n')[1]).toBe(
+      `INV-2026-000001,ACC-1,"'=HYPERLINK(""http://evil"")",2026-10,SMS,Text messages,charge,'+1,'@SUM(A1),2026-10-03T12:15:00.000Z,,1250,msg,100,0.01,12.50,GBP,11,101,Text messages: 1250 msg at 0.01,'-2+3`,
+    );
+  });
+
+  it('lists the lines of a document without transactions of its own (a credit note)', () => {
+    const doc = invoice({ lines: [line({ kind: 'credit', quantity: '-3', description: 'Goodwill', amount: pennies(-300) })], total: pennies(-300) });
+    expect(renderInvoiceCsv(doc, []).split('\r\n')[1]).toBe(
+      'INV-2026-000001,ACC-1,Main account,2026-10,SMS,Text messages,credit,,,,,-3,msg,,0.01,-3.00,GBP,,,Goodwill,',
+    );
+  });
+
+  it('uses the currency minor units', () => {
+    const doc = invoice({ currency: 'JPY', lines: [line({ amount: pennies(-1500) })], total: pennies(-1500) });
+    expect(renderInvoiceCsv(doc, [record({ amount: pennies(-1500) })]).split('\r\n')[1]).toContain(',-1500,JPY,');
+  });
+
+  it('refuses transactions that do not add up to the total', () => {
+    const doc = invoice({ lines: [line({})], total: pennies(1250) });
+    expect(() => renderInvoiceCsv(doc, [record({ amount: pennies(1249) })])).toThrow(
+      'invoice INV-2026-000001: its transactions add up to 12.49 but the total is 12.50',
+    );
+  });
+});
+
 
 describe('helpers', () => {
   it.each([

@@ -1,63 +1,106 @@
 import { type CsvCell, csvNumber, toCsv } from './csv-export';
-import type { InvoiceDocument, InvoiceDocumentLine, InvoiceParty } from './invoice-document';
-import { type Pennies, formatAmount, formatMoney, sumPennies } from './money';
+import {
+  type AccountGroup,
+  type InvoiceDocument,
+  type InvoiceDocumentLine,
+  type InvoiceParty,
+  type InvoiceRecordRow,
+  accountKindLabel,
+  assertLinesAddUp,
+  documentTitle,
+  groupByAccount,
+  linesInOrder,
+} from './invoice-document';
+import { type Pennies, formatAmount, formatMoney, negatePennies, sumPennies } from './money';
 
 export interface InvoiceEmail {
   subject: string;
   text: string;
   html: string;
+  pdfFileName: string;
   csvFileName: string;
-  csv: string;
 }
 
+/**
+ * The CSV's columns: one row per transaction the invoice claimed, with its billing record and
+ * usage, so an accounting system can trace every amount to the usage behind it. Free text from
+ * feeds comes last, so a quoted comma in it cannot shift the figures for a naive reader.
+ */
 export const INVOICE_CSV_HEADER = [
   'invoice_number',
   'account_code',
   'account_name',
+  'usage_period',
   'product_code',
   'product_name',
-  'usage_period',
   'kind',
-  'description',
+  'usage_id',
+  'user',
+  'started_at',
+  'ended_at',
   'quantity',
   'unit',
+  'split_percent',
   'unit_price',
   'amount',
   'currency',
+  'billing_record_id',
+  'transaction_id',
+  'description',
+  'usage_description',
 ] as const;
 
-/** Everything an issued invoice's email needs: subject, plain-text and HTML bodies, CSV attachment. */
+/** Everything an issued invoice's email needs: subject, plain-text and HTML bodies, attachment names. */
 export function renderInvoiceEmail(doc: InvoiceDocument): InvoiceEmail {
-  const lines = sortedLines(doc);
-  assertLinesAddUp(doc, lines);
-  const groups = groupByAccount(lines);
+  assertLinesAddUp(doc);
+  const groups = groupByAccount(linesInOrder(doc));
   return {
-    subject: `Invoice ${oneLine(doc.number)} from ${oneLine(doc.issuer.name)} for ${oneLine(doc.period)}`,
+    subject: invoiceSubject(doc),
     text: renderText(doc, groups),
     html: renderHtml(doc, groups),
+    pdfFileName: `${safeFileStem(doc.number)}.pdf`,
     csvFileName: `${safeFileStem(doc.number)}.csv`,
-    csv: renderInvoiceCsv(doc),
   };
 }
 
-/** The CSV attachment: a header and one row per line. Totals are left out: they are sums of the amount column. */
-export function renderInvoiceCsv(doc: InvoiceDocument): string {
+/** "Invoice INV-2026-000001 from Northbridge for 2026-10"; a credit note names the invoice it corrects. */
+export function invoiceSubject(doc: InvoiceDocument): string {
+  const base = `${documentTitle(doc.kind)} ${oneLine(doc.number)} from ${oneLine(doc.issuer.name)} for ${oneLine(doc.period)}`;
+  return doc.credits ? `${base} (credits ${oneLine(doc.credits.number)})` : base;
+}
+
+/**
+ * The CSV attachment: a header and one row per invoiced transaction (see INVOICE_CSV_HEADER).
+ * A document that claimed no transactions of its own, such as a credit note, lists its lines
+ * instead, with the record columns empty. Either way the amounts add up to the total, or nothing
+ * is rendered. Totals are left out: they are sums of the amount column.
+ */
+export function renderInvoiceCsv(doc: InvoiceDocument, records: readonly InvoiceRecordRow[]): string {
+  assertLinesAddUp(doc);
   const rows: CsvCell[][] = [[...INVOICE_CSV_HEADER]];
-  for (const line of sortedLines(doc)) {
+  const amount = (p: Pennies) => csvNumber(formatAmount(p, doc.currency));
+  const price = (p: string | null) => (p === null ? null : csvNumber(p));
+  if (records.length === 0) {
+    for (const line of linesInOrder(doc)) {
+      rows.push([
+        doc.number, line.accountCode, line.accountName, line.usagePeriod, line.productCode, line.productName, line.kind,
+        null, null, null, null, csvNumber(line.quantity), line.unit, null, price(line.unitPrice), amount(line.amount), doc.currency,
+        null, null, line.description, null,
+      ]);
+    }
+    return toCsv(rows);
+  }
+  const sum = sumPennies(records.map((r) => r.amount));
+  if (sum !== doc.total) {
+    throw new Error(
+      `${documentTitle(doc.kind).toLowerCase()} ${doc.number}: its transactions add up to ${formatAmount(sum, doc.currency)} but the total is ${formatAmount(doc.total, doc.currency)}`,
+    );
+  }
+  for (const r of records) {
     rows.push([
-      doc.number,
-      line.accountCode,
-      line.accountName,
-      line.productCode,
-      line.productName,
-      line.usagePeriod,
-      line.kind,
-      line.description,
-      csvNumber(line.quantity),
-      line.unit,
-      line.unitPrice === null ? null : csvNumber(line.unitPrice),
-      csvNumber(formatAmount(line.amount, doc.currency)),
-      doc.currency,
+      doc.number, r.accountCode, r.accountName, r.usagePeriod, r.productCode, r.productName, r.kind,
+      r.usageId, r.user, r.startedAt, r.endedAt, csvNumber(r.quantity), r.unit, csvNumber(r.splitPercent), price(r.unitPrice),
+      amount(r.amount), doc.currency, BigInt(r.billingRecordId), BigInt(r.transactionId), r.description, r.usageDescription,
     ]);
   }
   return toCsv(rows);
@@ -81,43 +124,6 @@ export function safeFileStem(text: string): string {
   return stem === '' ? 'invoice' : stem;
 }
 
-interface AccountGroup {
-  accountCode: string;
-  accountName: string;
-  lines: InvoiceDocumentLine[];
-  subtotal: Pennies;
-}
-
-function sortedLines(doc: InvoiceDocument): InvoiceDocumentLine[] {
-  return [...doc.lines].sort((a, b) => a.position - b.position);
-}
-
-// An email whose lines do not add up to its total would be sent to a customer as a contradiction;
-// refusing to render makes the read-model bug visible instead.
-function assertLinesAddUp(doc: InvoiceDocument, lines: InvoiceDocumentLine[]): void {
-  const sum = sumPennies(lines.map((l) => l.amount));
-  if (sum !== doc.total) {
-    throw new Error(
-      `invoice ${doc.number}: lines add up to ${formatAmount(sum, doc.currency)} but the total is ${formatAmount(doc.total, doc.currency)}`,
-    );
-  }
-}
-
-/** Accounts in the order they first appear, each keeping its lines' order. */
-function groupByAccount(lines: InvoiceDocumentLine[]): AccountGroup[] {
-  const groups = new Map<string, AccountGroup>();
-  for (const line of lines) {
-    let group = groups.get(line.accountCode);
-    if (!group) {
-      group = { accountCode: line.accountCode, accountName: line.accountName, lines: [], subtotal: 0n as Pennies };
-      groups.set(line.accountCode, group);
-    }
-    group.lines.push(line);
-  }
-  for (const group of groups.values()) group.subtotal = sumPennies(group.lines.map((l) => l.amount));
-  return [...groups.values()];
-}
-
 function partyLines(party: InvoiceParty): string[] {
   const out = [`${oneLine(party.name)} (${oneLine(party.code)})`];
   if (party.address) out.push(...addressLines(party.address));
@@ -134,14 +140,32 @@ function addressLines(address: string): string[] {
 }
 
 function details(doc: InvoiceDocument): [string, string][] {
-  return [
-    ['Invoice number', oneLine(doc.number)],
-    ['Billing period', oneLine(doc.period)],
-    ['Issue date', oneLine(doc.issueDate)],
-    ['Due date', oneLine(doc.dueDate)],
-    ['Payment terms', `${doc.paymentTermsDays} days`],
-    ['Currency', oneLine(doc.currency)],
-  ];
+  const out: [string, string][] = [[`${documentTitle(doc.kind)} number`, oneLine(doc.number)]];
+  if (doc.credits) out.push(['Credits invoice', `${oneLine(doc.credits.number)} of ${oneLine(doc.credits.issueDate)}`]);
+  out.push(['Billing period', oneLine(doc.period)], ['Issue date', oneLine(doc.issueDate)]);
+  if (doc.kind === 'invoice') out.push(['Due date', oneLine(doc.dueDate)], ['Payment terms', `${doc.paymentTermsDays} days`]);
+  out.push(['Currency', oneLine(doc.currency)]);
+  if (doc.status === 'void') out.push(['Status', `VOID${doc.voidedOn ? ` since ${oneLine(doc.voidedOn)}` : ''}`]);
+  if (doc.reason) out.push(['Reason', oneLine(doc.reason)]);
+  return out;
+}
+
+/** What the reader must do about the document, in one sentence. */
+function closingLine(doc: InvoiceDocument): string {
+  const money = (p: Pennies) => formatMoney(p, doc.currency);
+  if (doc.status === 'void') {
+    return `This ${documentTitle(doc.kind).toLowerCase()} is VOID${doc.voidedOn ? ` since ${oneLine(doc.voidedOn)}` : ''}: nothing is due on it.`;
+  }
+  if (doc.kind === 'credit_note') {
+    const against = doc.credits ? ` against invoice ${oneLine(doc.credits.number)}` : '';
+    return doc.total < 0n ? `Credited: ${money(negatePennies(doc.total))}${against}.` : `Total: ${money(doc.total)}${against}.`;
+  }
+  return `Total due: ${money(doc.total)} by ${oneLine(doc.dueDate)}`;
+}
+
+function attachmentsLine(doc: InvoiceDocument): string {
+  const stem = safeFileStem(doc.number);
+  return `Attached: ${stem}.pdf (the ${documentTitle(doc.kind).toLowerCase()}) and ${stem}.csv (one row per invoiced transaction, with its billing record and usage).`;
 }
 
 const TABLE_HEADINGS = ['Account', 'Product', 'Period', 'Description', 'Quantity', 'Unit', 'Unit price', 'Amount'];
@@ -150,7 +174,8 @@ const RIGHT_ALIGNED = new Set([4, 6, 7]);
 function lineCells(line: InvoiceDocumentLine, currency: string): string[] {
   return [
     `${oneLine(line.accountCode)} ${oneLine(line.accountName)}`,
-    `${oneLine(line.productCode)} ${oneLine(line.productName)}`,
+    // A settlement line (fee, true-up, cap, voucher) has no product; its description says what it is.
+    `${oneLine(line.productCode)} ${oneLine(line.productName)}`.trim(),
     oneLine(line.usagePeriod),
     oneLine(line.description),
     oneLine(line.quantity),
@@ -161,12 +186,17 @@ function lineCells(line: InvoiceDocumentLine, currency: string): string[] {
 }
 
 function subtotalLabel(group: AccountGroup): string {
-  return `Subtotal ${oneLine(group.accountCode)} ${oneLine(group.accountName)}`;
+  const kind = group.accountKind === 'purchase_order' ? `${accountKindLabel(group.accountKind)} ` : '';
+  return `Subtotal ${kind}${oneLine(group.accountCode)} ${oneLine(group.accountName)}`;
+}
+
+function documentHeading(doc: InvoiceDocument): string {
+  return `${documentTitle(doc.kind)} ${oneLine(doc.number)}${doc.status === 'void' ? ' (VOID)' : ''}`;
 }
 
 function renderText(doc: InvoiceDocument, groups: AccountGroup[]): string {
   const out: string[] = [];
-  const title = `Invoice ${oneLine(doc.number)}`;
+  const title = documentHeading(doc);
   out.push(title, '='.repeat(title.length), '');
 
   const from = partyLines(doc.issuer);
@@ -190,8 +220,8 @@ function renderText(doc: InvoiceDocument, groups: AccountGroup[]): string {
   rows.push('rule', { label: 'Total', amount: formatMoney(doc.total, doc.currency) });
   out.push(...textTable(rows));
 
-  out.push('', `Total due: ${formatMoney(doc.total, doc.currency)} by ${oneLine(doc.dueDate)}`);
-  out.push('', `The attached ${safeFileStem(doc.number)}.csv has one row per invoice line.`);
+  out.push('', closingLine(doc));
+  out.push('', attachmentsLine(doc));
   return out.join('\n') + '\n';
 }
 
@@ -242,7 +272,7 @@ function renderHtml(doc: InvoiceDocument, groups: AccountGroup[]): string {
     bodyRows.push(labelRow(subtotalLabel(group), formatMoney(group.subtotal, doc.currency), '600'));
   }
 
-  const title = `Invoice ${oneLine(doc.number)}`;
+  const title = documentHeading(doc);
   return [
     '<!DOCTYPE html>',
     '<html lang="en">',
@@ -263,8 +293,8 @@ function renderHtml(doc: InvoiceDocument, groups: AccountGroup[]): string {
     '</tbody>',
     `<tfoot>${labelRow('Total', formatMoney(doc.total, doc.currency), '700')}</tfoot>`,
     '</table>',
-    `<p style="margin:16px 0 0">Total due: <strong>${e(formatMoney(doc.total, doc.currency))}</strong> by ${e(oneLine(doc.dueDate))}.</p>`,
-    `<p style="margin:8px 0 0;color:#555">The attached ${e(safeFileStem(doc.number))}.csv has one row per invoice line.</p>`,
+    `<p style="margin:16px 0 0;font-weight:600">${e(closingLine(doc))}</p>`,
+    `<p style="margin:8px 0 0;color:#555">${e(attachmentsLine(doc))}</p>`,
     '</body>',
     '</html>',
     '',

@@ -5,6 +5,7 @@ import * as superseding from './0003-superseding-files';
 import * as periodSettlement from './0004-period-settlement';
 import * as receivables from './0006-receivables';
 import * as ratingOrder from './0008-rating-order';
+import * as emailAttempts from './0005-email-attempts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -22,6 +23,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0004-period-settlement', periodSettlement],
   ['0006-receivables', receivables],
   ['0008-rating-order', ratingOrder],
+  ['0005-email-attempts', emailAttempts],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
