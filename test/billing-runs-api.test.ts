@@ -21,6 +21,26 @@ afterAll(async () => {
   await ctx?.close();
 });
 
+it('previews a draft with its settlement lines before the run, writing nothing', async () => {
+  const app = createApp(ctx.deps);
+  const res = await app.request('/billing-runs/preview?partnership=NRF-FEE&period=2026-10', { headers: auth });
+  expect(res.status).toBe(200);
+  expect(await res.json()).toMatchObject({
+    outcome: 'invoiced',
+    draft: {
+      wouldBeNumber: 'INV-2026-000001',
+      totalPennies: '31500',
+      lines: [
+        { description: 'Sequencing run', amountPennies: '30000' },
+        { description: 'Platform fee (2026-10)', kind: 'fee', amountPennies: '2500' },
+        { description: 'Welcome voucher', kind: 'credit', amountPennies: '-1000' },
+      ],
+    },
+  });
+  expect(await ctx.deps.db('invoices').count<{ count: string }[]>('* as count')).toEqual([{ count: '0' }]);
+  expect((await app.request('/billing-runs/preview?partnership=NOPE&period=2026-10', { headers: auth })).status).toBe(404);
+});
+
 it('queues the run, runs it on a worker, and shows it completed with what it did per partnership', async () => {
   const app = createApp(ctx.deps);
   const posted = await app.request('/billing-runs', { method: 'POST', headers: auth, body: JSON.stringify({ period: '2026-10' }) });

@@ -1,7 +1,9 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { getBillingRun, listBillingRuns } from '../../../adapters/db/receivables-repository';
 import type { Deps } from '../../deps';
-import { requestBillingRun } from '../../use-cases/run-billing-period';
+import { formatAmount } from '../../core/money';
+import { PermanentError } from '../../use-cases/errors';
+import { previewInvoice, requestBillingRun } from '../../use-cases/run-billing-period';
 import { IdParam, Paging, errorResponse, newRouter } from '../common';
 import { apiActor } from './payments';
 
@@ -44,6 +46,76 @@ export function billingRunRoutes(deps: Deps) {
         const { period } = c.req.valid('json');
         const { billingRunId } = await requestBillingRun(deps, { period, requestedBy: apiActor(c) });
         return c.json({ id: billingRunId, status: 'queued' as const, period }, 202);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/billing-runs/preview',
+        summary: "A draft of a partnership's invoice for a period, settlement included; nothing is written and no number is taken",
+        request: {
+          query: z.object({
+            partnership: z.string().min(1).openapi({ example: 'NRF-ACME' }),
+            period: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'must be a month, YYYY-MM').openapi({ example: '2026-10' }),
+          }),
+        },
+        responses: {
+          200: {
+            content: {
+              'application/json': {
+                schema: z.object({
+                  partnership: z.string(),
+                  period: z.string(),
+                  outcome: z.string(),
+                  note: z.string().optional(),
+                  draft: z
+                    .object({
+                      wouldBeNumber: z.string(),
+                      currency: z.string(),
+                      totalPennies: z.string(),
+                      total: z.string(),
+                      lines: z.array(z.object({ account: z.string(), description: z.string(), kind: z.string(), usagePeriod: z.string(), quantity: z.string(), unitPrice: z.string().nullable(), amountPennies: z.string(), amount: z.string() })),
+                    })
+                    .optional(),
+                }),
+              },
+            },
+            description: 'The draft, or why there would be no invoice (period open, files in flight, nothing to bill, already invoiced)',
+          },
+          404: errorResponse('No such partnership, or no contract in the period'),
+        },
+      }),
+      async (c) => {
+        const q = c.req.valid('query');
+        try {
+          const { outcome, document: doc } = await previewInvoice(deps, { partnership: q.partnership, period: q.period });
+          return c.json(
+            {
+              partnership: q.partnership,
+              period: q.period,
+              outcome: outcome.outcome,
+              ...(outcome.note ? { note: outcome.note } : {}),
+              ...(doc
+                ? {
+                    draft: {
+                      wouldBeNumber: doc.number,
+                      currency: doc.currency,
+                      totalPennies: doc.total.toString(),
+                      total: formatAmount(doc.total, doc.currency),
+                      lines: doc.lines.map((l) => ({
+                        account: l.accountCode, description: l.description, kind: l.kind, usagePeriod: l.usagePeriod, quantity: l.quantity,
+                        unitPrice: l.unitPrice, amountPennies: l.amount.toString(), amount: formatAmount(l.amount, doc.currency),
+                      })),
+                    },
+                  }
+                : {}),
+            },
+            200,
+          );
+        } catch (err) {
+          if (err instanceof PermanentError) return c.json({ error: 'not_found', message: err.message }, 404);
+          throw err;
+        }
       },
     )
     .openapi(
