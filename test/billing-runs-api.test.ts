@@ -53,13 +53,14 @@ it('queues the run, runs it on a worker, and shows it completed with what it did
     run = (await (await app.request(`/billing-runs/${id}`, { headers: auth })).json()) as typeof run;
     return run?.status === 'completed';
   });
-  expect(run!.invoicesCreated).toBe(5);
+  expect(run!.invoicesCreated).toBe(6);
   expect(run!.summary.map((p) => [p.partnership, p.outcome, p.invoiceNumber])).toEqual([
     ['NRF-CAP', 'invoiced', 'INV-2026-000001'],
     ['NRF-FEE', 'invoiced', 'INV-2026-000002'],
     ['NRF-IDLE', 'invoiced', 'INV-2026-000003'],
     ['NRF-MIN', 'invoiced', 'INV-2026-000004'],
-    ['NRF-VOL', 'invoiced', 'INV-2026-000005'],
+    ['NRF-SUR', 'invoiced', 'INV-2026-000005'],
+    ['NRF-VOL', 'invoiced', 'INV-2026-000006'],
   ]);
 
   // Asking again is safe: the second run finds everything invoiced.
