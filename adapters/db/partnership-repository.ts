@@ -47,20 +47,19 @@ async function loadPartnerships(db: Db | Knex.Transaction, where: Record<string,
   const rows = await db('partnerships').where(where).orderBy('code').select<PartnershipRow[]>('*');
   if (rows.length === 0) return [];
   const ids = rows.map((r) => r.id);
-  const [accounts, splits, versions] = await Promise.all([
-    db('accounts').whereIn('partnership_id', ids).select<{ id: string; partnership_id: string; code: string }[]>('id', 'partnership_id', 'code'),
-    db('account_splits')
+  // One after another: inside a transaction they share one connection, and pg deprecates overlapping queries on it.
+  const accounts = await db('accounts').whereIn('partnership_id', ids).select<{ id: string; partnership_id: string; code: string }[]>('id', 'partnership_id', 'code');
+  const splits = await db('account_splits')
       .whereIn('partnership_id', ids)
       .orderBy('position')
       .select<{ partnership_id: string; user_ref: string; product_id: string | null; account_id: string; percent: string; position: number }[]>(
         'partnership_id', 'user_ref', 'product_id', 'account_id', 'percent', 'position',
-      ),
-    db('rule_versions')
+      );
+  const versions = await db('rule_versions')
       .whereIn('partnership_id', ids)
       .whereNull('superseded_at')
       .orderBy('effective_from')
-      .select<{ id: string; partnership_id: string; effective_from: string; rules: unknown }[]>('id', 'partnership_id', 'effective_from', 'rules'),
-  ]);
+      .select<{ id: string; partnership_id: string; effective_from: string; rules: unknown }[]>('id', 'partnership_id', 'effective_from', 'rules');
   return rows.map((p): PartnershipContext => ({
     id: Number(p.id),
     code: p.code,
