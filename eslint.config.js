@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'var/**', 'coverage/**', 'bin/**', 'vendor/**'] },
+  { ignores: ['node_modules/**', 'var/**', 'coverage/**', 'bin/**', 'vendor/**', 'dist/**', 'bench/out/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
