@@ -790,12 +790,12 @@ describe('12. quantities: plain decimals only, exactly', () => {
     // Its charge (x 0.045) is beyond a bigint: refused for good, naming the usage, nothing written (reliability 19).
     const usageId = (await deps.db('product_usages').where({ source_file_id: fileId }).first<{ id: string }>('id')).id;
     await expect(rateFile(deps, fileId)).rejects.toThrow(
-      `usage ${usageId} (file record 1): the charge of 153450000000000000005 pennies for quantity 34100000000000000001 is beyond the largest amount the ledger stores`,
+      `usage Q-HUGE (id ${usageId}, file record 1): the charge of 153450000000000000005 pennies for quantity 34100000000000000001 is beyond the largest amount the ledger stores`,
     );
     expect(await deps.db('billing_records').where('usage_id', usageId).count<{ count: string }[]>('* as count')).toEqual([{ count: '0' }]);
     expect(await deps.db('usage_files').where('id', fileId).first('status', 'error')).toEqual({
       status: 'parsed',
-      error: `rating stopped: usage ${usageId} (file record 1): the charge of 153450000000000000005 pennies for quantity 34100000000000000001 is beyond the largest amount the ledger stores`,
+      error: `rating stopped: usage Q-HUGE (id ${usageId}, file record 1): the charge of 153450000000000000005 pennies for quantity 34100000000000000001 is beyond the largest amount the ledger stores`,
     });
   });
 });
