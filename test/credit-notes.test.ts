@@ -186,7 +186,7 @@ describe('credit notes and voids', () => {
     it('voids an unpaid invoice: it keeps its number, its charges stay with it and are not billed again', async () => {
       const november = await db()('invoices').where('number', 'INV-2026-000003').first<{ id: string }>('id');
       const id = Number(november.id);
-      const claimed = await db()('transactions').where('invoice_id', id).select<{ id: string }[]>('id');
+      const claimed = await db()('transactions').where('invoice_id', id).orderBy('id').select<{ id: string }[]>('id');
       expect(claimed.length).toBeGreaterThan(0);
 
       clock.set('2026-12-10T15:00:00Z');
@@ -196,7 +196,7 @@ describe('credit notes and voids', () => {
       expect(await invoice(id)).toMatchObject({ number: 'INV-2026-000003', status: 'void', reason: 'Customer account closed in October', total_pennies: '4250', voided_at: new Date('2026-12-10T15:00:00Z') });
 
       // Its transactions stay claimed by it: the same period finds it invoiced, and later runs find nothing to bill.
-      expect(await db()('transactions').where('invoice_id', id).select<{ id: string }[]>('id')).toEqual(claimed);
+      expect(await db()('transactions').where('invoice_id', id).orderBy('id').select<{ id: string }[]>('id')).toEqual(claimed);
       const again = await runBillingPeriod(ctx.deps, { period: '2026-11', requestedBy: 'test' });
       expect(again.partnerships.find((p) => p.partnership === 'NRF-ACME')?.outcome).toBe('already_invoiced');
       clock.set('2027-01-02T07:00:00Z');

@@ -1,8 +1,8 @@
 import type { Knex } from 'knex';
 import type { Temporal } from 'temporal-polyfill';
-import { bindings } from '../../adapters/db/bindings';
 import { loadInvoiceDocument } from '../../adapters/db/invoice-repository';
 import { nextInvoiceNumber } from '../../adapters/db/invoice-numbers';
+import { insertInvoiceLines } from '../../adapters/db/receivables-repository';
 import { loadPartnership } from '../../adapters/db/partnership-repository';
 import type { InvoiceDocument } from '../core/invoice-document';
 import { compareLines, describeLine, formatInvoiceNumber, invoiceTotal } from '../core/invoice';
@@ -209,22 +209,7 @@ async function issueInvoice(tx: Knex.Transaction, d: Deps, p: PartnershipRow, pe
     throw new NothingToBill(settled);
   }
   const lines = await buildLines(tx, invoiceId, per);
-  await tx.raw(
-    `INSERT INTO invoice_lines (invoice_id, position, account_id, product_id, usage_period, kind, description, quantity, unit_price, amount_pennies)
-     SELECT ?, * FROM unnest(?::int[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::numeric[], ?::numeric[], ?::bigint[])`,
-    bindings(
-      invoiceId,
-      lines.map((_, i) => i + 1),
-      lines.map((l) => l.accountId),
-      lines.map((l) => l.productId),
-      lines.map((l) => l.usagePeriod),
-      lines.map((l) => l.kind),
-      lines.map((l) => l.description),
-      lines.map((l) => l.quantity),
-      lines.map((l) => l.unitPrice),
-      lines.map((l) => l.amount.toString()),
-    ),
-  );
+  await insertInvoiceLines(tx, invoiceId, lines);
   const total = invoiceTotal(lines);
   await tx('invoices').where('id', invoiceId).update({ total_pennies: total.toString() });
 
