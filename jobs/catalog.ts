@@ -10,6 +10,8 @@ const id = z.number().int().positive();
 export const queueCatalog = {
   'inbox-scan': z.object({}).strict(),
   'ingest-file': z.object({ fileId: id }).strict(),
+  /** Help with a big file being ingested: work through its chunks (ingest_chunks) until none is left to claim. */
+  'ingest-chunk': z.object({ fileId: id, chunk: id }).strict(),
   'rate-file': z.object({ fileId: id }).strict(),
   'billing-run': z
     .object({
@@ -43,6 +45,7 @@ export const defaultJobOptions: DefaultJobOptions = {
 
 /** A stable job id per unit of work, so enqueueing the same work twice while it is queued is a no-op. */
 export function jobIdFor<Q extends QueueName>(queue: Q, payload: Payload<Q>): string | undefined {
+  if ('chunk' in payload) return `${queue}-${payload.fileId}-${payload.chunk}`;
   if ('fileId' in payload) return `${queue}-${payload.fileId}`;
   if ('deliveryId' in payload) return `${queue}-${payload.deliveryId}`;
   if ('billingRunId' in payload && payload.billingRunId !== undefined) return `${queue}-${payload.billingRunId}`;

@@ -15,7 +15,8 @@ export interface FileSummary {
   duplicateOf: number | null;
   supersedes: number | null;
   counts: { read: number; accepted: number; rejected: number; duplicate: number; unchanged: number; replaced: number; withdrawn: number };
-  progress: { recordsCommitted: number };
+  /** Rows done of rows in the file (counted by the pre-pass that planned its chunks; null until then). */
+  progress: { recordsCommitted: number; recordsTotal: number | null; chunksCommitted: number; chunksTotal: number | null };
   error: string | null;
   timings: { receivedAt: string; parseStartedAt: string | null; parsedAt: string | null; ratedAt: string | null; failedAt: string | null };
 }
@@ -23,7 +24,8 @@ export interface FileSummary {
 interface FileRow {
   id: string; partner_code: string; name: string; format: string; source: string; status: FileStatus; sha256: string;
   size_bytes: string; duplicate_of_file_id: string | null; supersedes_file_id: string | null; rows_read: number; rows_accepted: number; rows_rejected: number;
-  rows_duplicate: number; rows_unchanged: number; rows_replaced: number; rows_withdrawn: number; records_committed: number; error: string | null; received_at: Date; parse_started_at: Date | null;
+  rows_duplicate: number; rows_unchanged: number; rows_replaced: number; rows_withdrawn: number; records_committed: number;
+  records_total: number | null; chunks_committed: number; chunks_total: number | null; error: string | null; received_at: Date; parse_started_at: Date | null;
   parsed_at: Date | null; rated_at: Date | null; failed_at: Date | null;
 }
 
@@ -50,7 +52,7 @@ function toSummary(r: FileRow): FileSummary {
       replaced: r.rows_replaced,
       withdrawn: r.rows_withdrawn,
     },
-    progress: { recordsCommitted: r.records_committed },
+    progress: { recordsCommitted: r.records_committed, recordsTotal: r.records_total, chunksCommitted: r.chunks_committed, chunksTotal: r.chunks_total },
     error: r.error,
     timings: { receivedAt: r.received_at.toISOString(), parseStartedAt: iso(r.parse_started_at), parsedAt: iso(r.parsed_at), ratedAt: iso(r.rated_at), failedAt: iso(r.failed_at) },
   };

@@ -1,14 +1,23 @@
-import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
-import { parse } from 'fast-csv';
-import { columnsOfHeader, csvLayoutOf, type CsvColumns, type CsvDelimiter, type CsvLayout } from './csv-layout';
-import { DEFAULT_MAX_RECORD_CHARS, FeedFileError, type FeedAdapter, type FeedItem, type FeedReadContext, type RawUsageFields } from './types';
-import { InvalidUtf8Error, StrictUtf8Decoder, countByteLineBreaks, countLineBreaks } from './utf8-text';
+import type { Readable } from 'node:stream';
+import { columnsOfHeader, csvLayoutOf, type CsvColumns, type CsvLayout } from './csv-layout';
+import { type CsvRecord, CsvScanner } from './csv-scanner';
+import {
+  DEFAULT_MAX_RECORD_CHARS,
+  FeedFileError,
+  type FeedAdapter,
+  type FeedItem,
+  type FeedRange,
+  type FeedReadContext,
+  type FeedSplit,
+  type RangeToRead,
+  type RawUsageFields,
+} from './types';
 
 export interface CsvAdapterOptions {
   /**
-   * Longest record accepted, in characters, when the read context sets none. fast-csv has no limit of
-   * its own and re-scans a pending record on every chunk, so an unterminated quote early in a large
-   * file would otherwise cost quadratic time and memory proportional to the file.
+   * Longest record accepted, in characters, when the read context sets none. A record is only held
+   * until it ends, so this also bounds memory: an unterminated quote early in a large file is
+   * refused once it has run this long, instead of buffering the rest of the file.
    */
   maxRecordChars?: number;
 }
@@ -17,11 +26,14 @@ export { DEFAULT_MAX_RECORD_CHARS };
 
 export function createCsvAdapter(options: CsvAdapterOptions = {}): FeedAdapter {
   const fallback = options.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS;
+  // The configured limit (MAX_RECORD_CHARS, passed per read) wins over the adapter's own.
+  const limit = (ctx: FeedReadContext) => ctx.maxRecordChars ?? fallback;
   return {
     format: 'csv',
     extensions: ['csv'],
-    // The configured limit (MAX_RECORD_CHARS, passed per read) wins over the adapter's own.
-    read: (input, ctx) => readCsv(input, ctx, ctx.maxRecordChars ?? fallback),
+    read: (input, ctx) => readCsv(input, ctx, limit(ctx), WHOLE_FILE),
+    split: (input, ctx, recordsPerRange) => splitCsv(input, ctx, limit(ctx), recordsPerRange),
+    readRange: (open, ctx, part) => readCsvRange(open, ctx, limit(ctx), part),
   };
 }
 
@@ -29,87 +41,144 @@ export const csvAdapter: FeedAdapter = createCsvAdapter();
 
 type ControlItem = Extract<FeedItem, { kind: 'control' }>;
 
-async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: number): AsyncGenerator<FeedItem> {
-  let layout: CsvLayout;
+/** Which stretch of the file a read covers, and what it needs to know about the rest. */
+interface Stretch {
+  /** The header row's columns when the stretch starts after it; undefined: the stretch starts with it. */
+  columns: CsvColumns | undefined;
+  firstLine: number;
+  firstRecord: number;
+  /** The end of the file is in this stretch: the trailer (if any) must be in it. */
+  last: boolean;
+  /** Where the next stretch starts, when this one is not the last. */
+  nextLine: number | undefined;
+}
+
+const WHOLE_FILE: Stretch = { columns: undefined, firstLine: 1, firstRecord: 1, last: true, nextLine: undefined };
+
+function layoutFor(input: Readable, ctx: FeedReadContext): CsvLayout {
   try {
-    layout = csvLayoutOf(ctx.profile, ctx.fileName);
+    return csvLayoutOf(ctx.profile, ctx.fileName);
   } catch (error) {
     input.destroy();
     throw error;
   }
-  const guard = new CsvGuard(ctx.fileName, maxRecordChars, layout.delimiter);
-  // headers: false, so that we see every physical row: blank ones keep the line count exact, and the
-  // header itself is checked here. fast-csv's header mode pads short rows with '' unless told to be
-  // strict and reports a duplicate header as a bare Error.
-  const parser = parse({ headers: false, ignoreEmpty: false, delimiter: layout.delimiter });
-  pipeline(input, guard, parser, () => {
-    // Errors reach the loop below through the parser's iterator; this callback only keeps pipeline
-    // from reporting them a second time.
-  });
-
-  const { trailer } = layout;
-  let columns: CsvColumns | undefined;
-  let control: ControlItem | undefined;
-  let record = 0;
-  // fast-csv does not report positions, but it keeps every character of a quoted value and ends each
-  // row at exactly one LF, CRLF or CR, so the breaks inside a row's values plus one give the next start.
-  let nextLine = 1;
-  try {
-    for await (const row of parser as AsyncIterable<string[]>) {
-      const line = nextLine;
-      nextLine += 1 + lineBreaksInRow(row);
-      // fast-csv yields [] for an empty or whitespace-only line.
-      if (row.length === 0) continue;
-      if (columns === undefined) {
-        columns = columnsOfHeader(row, layout, ctx.fileName, line);
-        continue;
-      }
-      if (control !== undefined) {
-        // Totals that rows follow would not cover them: the file was assembled wrongly, or appended to.
-        throw new FeedFileError(ctx.fileName, `line ${line}: a row follows the trailer row on line ${control.line}; the trailer must be the last row`);
-      }
-      if (trailer !== undefined && row[0] === trailer.marker) {
-        control = controlOfTrailer(row, columns, line, ctx.fileName);
-        continue;
-      }
-      record += 1;
-      if (row.length !== columns.fields.length) {
-        // Never padded or truncated into a row: a blank where a value should be must not be billed.
-        yield { kind: 'row-error', record, line, message: `has ${row.length} columns, the header has ${columns.fields.length}` };
-        continue;
-      }
-      yield { kind: 'row', record, line, fields: fieldsOfRow(row.map(unifyLineBreaks), columns) };
-    }
-  } catch (error) {
-    // The guard sees every malformation fast-csv would throw for, and first; this is a backstop so
-    // that a parse error still names the file. Anything else (a read error) is not the file's fault.
-    if (error instanceof Error && error.message.startsWith('Parse Error')) {
-      throw new FeedFileError(ctx.fileName, `line ${nextLine}: malformed CSV: ${error.message.slice(0, 200)}`);
-    }
-    throw error;
-  }
-  if (columns === undefined) {
-    throw new FeedFileError(ctx.fileName, `the file is empty: expected a header row with ${layout.expected}`);
-  }
-  if (trailer !== undefined) {
-    // The totals exist to catch a file cut short; a file without them cannot be checked, so it is not
-    // read as complete. Held back until the end so that a control item always means "nothing follows".
-    if (control === undefined) {
-      throw new FeedFileError(
-        ctx.fileName,
-        `the file has no trailer row (a last row starting with ${JSON.stringify(trailer.marker)}, as the partner's feed profile requires): it may have been cut short`,
-      );
-    }
-    yield control;
-  }
 }
 
-/**
- * A line break inside a quoted value is data, but which bytes spell it depends on the exporting
- * system: CRLF and CR become LF, so a CRLF file and an LF file give identical rows (as XML does).
- */
-function unifyLineBreaks(value: string): string {
-  return value.includes('\r') ? value.replace(/\r\n?/g, '\n') : value;
+function scannerFor(ctx: FeedReadContext, layout: CsvLayout, maxRecordChars: number, mode: 'parse' | 'scan', line: number, fileStart: boolean): CsvScanner {
+  return new CsvScanner({ fileName: ctx.fileName, delimiter: layout.delimiter.charCodeAt(0), maxRecordChars, mode, line, fileStart });
+}
+
+function bytesOf(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (typeof chunk === 'string') return Buffer.from(chunk);
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw new TypeError('a feed stream must yield Buffers or strings');
+}
+
+async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: number, stretch: Stretch): AsyncGenerator<FeedItem> {
+  for await (const batch of readCsvBatches(input, ctx, maxRecordChars, stretch)) yield* batch;
+}
+
+/** The items of a stretch, a batch per chunk read: one await per chunk rather than per row. */
+async function* readCsvBatches(input: Readable, ctx: FeedReadContext, maxRecordChars: number, stretch: Stretch): AsyncGenerator<FeedItem[]> {
+  const layout = layoutFor(input, ctx);
+  const scanner = scannerFor(ctx, layout, maxRecordChars, 'parse', stretch.firstLine, stretch.columns === undefined && stretch.firstLine === 1);
+  const rows = new RowReader(ctx.fileName, layout, stretch);
+  const records = scanner.records;
+  const batch: FeedItem[] = [];
+  try {
+    for await (const chunk of input as AsyncIterable<unknown>) {
+      scanner.push(bytesOf(chunk));
+      rows.take(records, batch);
+      if (batch.length > 0) yield batch.splice(0);
+    }
+    scanner.end();
+  } catch (error) {
+    // Records completed before a fault in the same chunk are sound; hand them out before the error.
+    if (error instanceof FeedFileError && batch.length === 0) {
+      try {
+        rows.take(records, batch);
+      } catch {
+        // The fault is in these records themselves: what came before it is already in the batch.
+      }
+    }
+    if (batch.length > 0) yield batch.splice(0);
+    throw error;
+  }
+  rows.take(records, batch);
+  rows.finish(batch);
+  if (batch.length > 0) yield batch;
+}
+
+/** Turns scanned records into feed items: the header, rows, row errors and the trailer's totals. */
+class RowReader {
+  private columns: CsvColumns | undefined;
+  private control: ControlItem | undefined;
+  private record: number;
+
+  constructor(
+    private readonly fileName: string,
+    private readonly layout: CsvLayout,
+    private readonly stretch: Stretch,
+  ) {
+    this.columns = stretch.columns;
+    this.record = stretch.firstRecord - 1;
+  }
+
+  /** Adds the items of the records scanned so far to `out`; empties `records`. */
+  take(records: CsvRecord[], out: FeedItem[]): void {
+    const { trailer } = this.layout;
+    for (const { fields, line } of records.splice(0)) {
+      const row = fields!;
+      if (this.columns === undefined) {
+        this.columns = columnsOfHeader(row, this.layout, this.fileName, line);
+        continue;
+      }
+      if (this.control !== undefined) {
+        // Totals that rows follow would not cover them: the file was assembled wrongly, or appended to.
+        throw this.trailerNotLast(line);
+      }
+      if (trailer !== undefined && row[0] === trailer.marker) {
+        this.control = controlOfTrailer(row, this.columns, line, this.fileName);
+        continue;
+      }
+      this.record += 1;
+      if (row.length !== this.columns.fields.length) {
+        // Never padded or truncated into a row: a blank where a value should be must not be billed.
+        out.push({ kind: 'row-error', record: this.record, line, message: `has ${row.length} columns, the header has ${this.columns.fields.length}` });
+        continue;
+      }
+      out.push({ kind: 'row', record: this.record, line, fields: fieldsOfRow(row, this.columns) });
+    }
+  }
+
+  /** What the end of the stretch implies: an empty file, a missing or misplaced trailer. */
+  finish(out: FeedItem[]): void {
+    const { trailer, expected } = this.layout;
+    if (this.columns === undefined) {
+      throw new FeedFileError(this.fileName, `the file is empty: expected a header row with ${expected}`);
+    }
+    if (!this.stretch.last) {
+      // The next stretch has rows (every stretch but the last ends before one), so a trailer here is not the last row.
+      if (this.control !== undefined) throw this.trailerNotLast(this.stretch.nextLine ?? 0);
+      return;
+    }
+    if (trailer !== undefined) {
+      // The totals exist to catch a file cut short; a file without them cannot be checked, so it is not
+      // read as complete. Held back until the end so that a control item always means "nothing follows".
+      if (this.control === undefined) {
+        throw new FeedFileError(
+          this.fileName,
+          `the file has no trailer row (a last row starting with ${JSON.stringify(trailer.marker)}, as the partner's feed profile requires): it may have been cut short`,
+        );
+      }
+      out.push(this.control);
+    }
+  }
+
+  private trailerNotLast(line: number): FeedFileError {
+    return new FeedFileError(this.fileName, `line ${line}: a row follows the trailer row on line ${this.control?.line}; the trailer must be the last row`);
+  }
 }
 
 /** The trailer's totals, raw. It may stop short of the header's width; a cell it lacks is absent, never ''. */
@@ -125,14 +194,6 @@ function controlOfTrailer(row: readonly string[], columns: CsvColumns, line: num
   return control;
 }
 
-function lineBreaksInRow(row: readonly string[]): number {
-  let n = 0;
-  for (const value of row) {
-    if (value.indexOf('\n') !== -1 || value.indexOf('\r') !== -1) n += countLineBreaks(value);
-  }
-  return n;
-}
-
 function fieldsOfRow(row: readonly string[], columns: CsvColumns): RawUsageFields {
   const fields: RawUsageFields = {};
   const { fields: names, optional } = columns;
@@ -146,185 +207,88 @@ function fieldsOfRow(row: readonly string[], columns: CsvColumns): RawUsageField
   return fields;
 }
 
-// Character codes and states of CsvGuard's scanner.
-const LF = 0x0a;
-const CR = 0x0d;
-const QUOTE = 0x22;
-const FIELD_START = 0;
-const UNQUOTED = 1;
-const QUOTED = 2;
-const QUOTE_IN_QUOTED = 3;
-const AFTER_CLOSING_QUOTE = 4;
-
 /**
- * Between the file and fast-csv: decodes strict UTF-8 and follows the quoting just closely enough to
- * know where each record starts, so that what fast-csv cannot report well (an unterminated quote, text
- * after a closing quote, a runaway record, a bad byte) fails fast with the line it happened on.
- * It mirrors fast-csv's rules: a field is quoted when its first non-blank character is a quote, `""`
- * inside quotes is a quote, and a record ends at LF, CRLF or CR outside quotes. The delimiter is tested
- * before blanks, as fast-csv does, so that a tab-delimited file splits on its tabs.
+ * The pre-pass: the same scanner without building fields, cutting before every `recordsPerRange`-th
+ * record after the header. The header row is the prefix every later range is read with.
  */
-class CsvGuard extends Transform {
-  private readonly decoder = new StrictUtf8Decoder();
-  private state = FIELD_START;
-  /** Physical line of the next character. */
-  private line = 1;
-  private afterCR = false;
-  /** Characters scanned so far, and where the current record began. */
-  private offset = 0;
-  private recordStart = 0;
-  private recordLine = 1;
-  private quoteLine = 1;
-  private readonly delimiter: number;
-
-  constructor(
-    private readonly fileName: string,
-    private readonly maxRecordChars: number,
-    delimiter: CsvDelimiter,
-  ) {
-    // Strings out: fast-csv decodes Buffers with a lenient StringDecoder, but passes strings through.
-    super({ readableObjectMode: true });
-    this.delimiter = delimiter.charCodeAt(0);
+async function splitCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: number, recordsPerRange: number): Promise<FeedSplit> {
+  let layout: CsvLayout;
+  try {
+    layout = csvLayoutOf(ctx.profile, ctx.fileName);
+  } catch {
+    // The read reports the profile's problem; there is nothing to split.
+    input.destroy();
+    return { prefix: undefined, ranges: [{ startByte: 0, endByte: Number.MAX_SAFE_INTEGER, firstRecord: 1, records: 0, startLine: 1 }], records: 0 };
   }
-
-  override _transform(chunk: unknown, _encoding: BufferEncoding, done: TransformCallback): void {
-    try {
-      const text = this.decode(chunk, () => this.decoder.write(chunk));
-      this.scan(text);
-      this.checkRecordLength(this.offset);
-      if (text.length > 0) this.push(text);
-      done();
-    } catch (error) {
-      done(error as Error);
-    }
-  }
-
-  override _flush(done: TransformCallback): void {
-    try {
-      const text = this.decode(undefined, () => this.decoder.end());
-      this.scan(text);
-      if (this.state === QUOTED) {
-        throw this.fail(this.quoteLine, 'unterminated quoted field: the quote that opens on this line is never closed');
+  const scanner = scannerFor(ctx, layout, maxRecordChars, 'scan', 1, true);
+  const ranges: FeedRange[] = [{ startByte: 0, endByte: 0, firstRecord: 1, records: 0, startLine: 1 }];
+  let prefix: FeedSplit['prefix'];
+  let records = 0;
+  let bytes = 0;
+  const take = () => {
+    for (const r of scanner.records) {
+      if (prefix === undefined) {
+        prefix = { startByte: 0, endByte: r.endByte };
+        continue;
       }
-      this.checkRecordLength(this.offset);
-      if (text.length > 0) this.push(text);
-      done();
-    } catch (error) {
-      done(error as Error);
-    }
-  }
-
-  private decode(chunk: unknown, decode: () => string): string {
-    try {
-      return decode();
-    } catch (error) {
-      if (!(error instanceof InvalidUtf8Error)) throw error;
-      const bytes = chunk instanceof Uint8Array ? chunk : undefined;
-      const before = bytes === undefined ? 0 : countByteLineBreaks(bytes, error.byteOffset ?? 0, this.afterCR);
-      throw this.fail(this.line + before, error.describe(bytes));
-    }
-  }
-
-  private scan(text: string): void {
-    // Locals rather than fields: this loop runs once per character of the file.
-    let { state, line, afterCR, recordStart, recordLine, quoteLine } = this;
-    const delimiter = this.delimiter;
-    const base = this.offset;
-    for (let i = 0; i < text.length; i += 1) {
-      const c = text.charCodeAt(i);
-      if (c === LF) {
-        if (afterCR) {
-          // The LF of a CRLF: the line and the record already ended at the CR.
-          afterCR = false;
-          continue;
-        }
-        line += 1;
-      } else if (c === CR) {
-        line += 1;
-        afterCR = true;
-      } else {
-        afterCR = false;
+      const current = ranges[ranges.length - 1]!;
+      if (current.records >= recordsPerRange) {
+        current.endByte = r.startByte;
+        ranges.push({ startByte: r.startByte, endByte: 0, firstRecord: records + 1, records: 0, startLine: r.line });
       }
-      const newline = c === LF || c === CR;
-      switch (state) {
-        case FIELD_START:
-          if (c === QUOTE) {
-            state = QUOTED;
-            quoteLine = line;
-          } else if (newline) {
-            state = FIELD_START;
-          } else if (c !== delimiter && !isBlank(c)) {
-            state = UNQUOTED;
-          }
-          break;
-        case UNQUOTED:
-          if (c === delimiter) state = FIELD_START;
-          break;
-        case QUOTED:
-          if (c === QUOTE) state = QUOTE_IN_QUOTED;
-          break;
-        case QUOTE_IN_QUOTED:
-        case AFTER_CLOSING_QUOTE:
-          if (c === QUOTE && state === QUOTE_IN_QUOTED) state = QUOTED;
-          else if (c === delimiter) state = FIELD_START;
-          else if (isBlank(c)) state = AFTER_CLOSING_QUOTE;
-          else if (!newline) {
-            throw this.fail(
-              line,
-              `unexpected ${JSON.stringify(String.fromCharCode(c))} after the closing quote of a quoted field (a quote inside a quoted field is written as "")`,
-            );
-          }
-          break;
-      }
-      if (newline && state !== QUOTED) {
-        const end = base + i;
-        if (end - recordStart > this.maxRecordChars) {
-          throw this.fail(recordLine, `the record starting on this line is longer than ${this.maxRecordChars} characters`);
-        }
-        state = FIELD_START;
-        recordStart = end + 1;
-        recordLine = line;
-      }
+      ranges[ranges.length - 1]!.records += 1;
+      records += 1;
     }
-    this.state = state;
-    this.line = line;
-    this.afterCR = afterCR;
-    this.recordStart = recordStart;
-    this.recordLine = recordLine;
-    this.quoteLine = quoteLine;
-    this.offset = base + text.length;
-  }
-
-  /** A record still open at `end` may already be too long: stop before fast-csv buffers more of it. */
-  private checkRecordLength(end: number): void {
-    if (end - this.recordStart <= this.maxRecordChars) return;
-    if (this.state === QUOTED) {
-      throw this.fail(
-        this.quoteLine,
-        `a quoted field opened on this line is still open after ${this.maxRecordChars} characters: is its closing quote missing?`,
-      );
+    scanner.records.length = 0;
+  };
+  try {
+    for await (const chunk of input as AsyncIterable<unknown>) {
+      const b = bytesOf(chunk);
+      bytes += b.length;
+      scanner.push(b);
+      take();
     }
-    throw this.fail(this.recordLine, `the record starting on this line is longer than ${this.maxRecordChars} characters`);
+    scanner.end();
+    take();
+  } catch (error) {
+    if (!(error instanceof FeedFileError)) throw error;
+    // Malformed from here on: no more cuts. The last range reads to the end and reports it.
+    input.destroy();
+    bytes = Number.MAX_SAFE_INTEGER;
   }
-
-  private fail(line: number, detail: string): FeedFileError {
-    return new FeedFileError(this.fileName, `line ${line}: ${detail}`);
+  const last = ranges[ranges.length - 1]!;
+  last.endByte = bytes;
+  if (layout.trailer !== undefined && last.records > 0) {
+    // The last row is the trailer, which is not a record (a file without one is refused when read).
+    last.records -= 1;
+    records -= 1;
   }
+  return { prefix, ranges, records };
 }
 
-/** What fast-csv skips as blank around fields: JavaScript's \s without the line breaks. */
-function isBlank(c: number): boolean {
-  if (c === 0x20 || c === 0x09) return true;
-  if (c < 0x80) return c === 0x0b || c === 0x0c;
-  return (
-    c === 0xa0 ||
-    c === 0x1680 ||
-    (c >= 0x2000 && c <= 0x200a) ||
-    c === 0x2028 ||
-    c === 0x2029 ||
-    c === 0x202f ||
-    c === 0x205f ||
-    c === 0x3000 ||
-    c === 0xfeff
-  );
+async function* readCsvRange(open: (start: number, end: number) => Readable, ctx: FeedReadContext, maxRecordChars: number, part: RangeToRead): AsyncGenerator<FeedItem[]> {
+  const { range } = part;
+  let columns: CsvColumns | undefined;
+  if (part.index > 0) {
+    if (part.prefix === undefined) throw new Error(`${ctx.fileName}: range ${part.index + 1} has no header to read it with`);
+    // The header, read as the first range reads it (its errors are that range's to report first).
+    columns = await headerColumns(open(part.prefix.startByte, part.prefix.endByte), ctx, maxRecordChars);
+  }
+  yield* readCsvBatches(open(range.startByte, range.endByte), ctx, maxRecordChars, {
+    columns,
+    firstLine: range.startLine,
+    firstRecord: range.firstRecord,
+    last: part.last,
+    nextLine: part.nextLine,
+  });
+}
+
+async function headerColumns(input: Readable, ctx: FeedReadContext, maxRecordChars: number): Promise<CsvColumns> {
+  const layout = layoutFor(input, ctx);
+  const scanner = scannerFor(ctx, layout, maxRecordChars, 'parse', 1, true);
+  for await (const chunk of input as AsyncIterable<unknown>) scanner.push(bytesOf(chunk));
+  scanner.end();
+  const header = scanner.records[0];
+  if (header?.fields === undefined) throw new FeedFileError(ctx.fileName, `the file is empty: expected a header row with ${layout.expected}`);
+  return columnsOfHeader(header.fields, layout, ctx.fileName, header.line);
 }

@@ -56,6 +56,58 @@ export interface FeedAdapter {
   read(input: Readable, ctx: FeedReadContext): AsyncIterable<FeedItem>;
   /** Reads just enough of the start of the file to find header facts such as the declared partner. */
   sniff?(input: Readable, ctx: FeedReadContext): Promise<FeedHeader>;
+  /**
+   * A streaming pre-pass that finds where the file can be cut into ranges of about
+   * `recordsPerRange` records that read on their own, so that several workers can share a big file.
+   * It never fails: where it cannot follow the file (it is malformed), it stops cutting and leaves
+   * the rest to one range, whose reading reports the problem exactly as `read` would.
+   */
+  split?(input: Readable, ctx: FeedReadContext, recordsPerRange: number): Promise<FeedSplit>;
+  /**
+   * Reads one range of a split file: the same items, with the same record and line numbers, that
+   * `read` yields for that stretch of the file, in batches (one await per batch, not per row: that
+   * matters at a million rows). `open` reads bytes [start, end) of the file.
+   */
+  readRange?(open: (start: number, end: number) => Readable, ctx: FeedReadContext, part: RangeToRead): AsyncIterable<FeedItem[]>;
+}
+
+/** A stretch of a file: bytes [startByte, endByte). */
+export interface ByteRange {
+  startByte: number;
+  endByte: number;
+}
+
+/** A range of whole records found by a split pre-pass. */
+export interface FeedRange extends ByteRange {
+  /** The number of its first record in the file (records count from 1). */
+  firstRecord: number;
+  /** How many records it holds, by the pre-pass. */
+  records: number;
+  /** The line its first byte is on. */
+  startLine: number;
+}
+
+export interface FeedSplit {
+  /**
+   * What every range but the first needs read in front of it, which the first holds itself: the
+   * CSV header row, the XML root's start tag.
+   */
+  prefix: ByteRange | undefined;
+  /** In file order; the first starts at byte 0 and the last ends at the end of the file. */
+  ranges: FeedRange[];
+  /** Records in the file, by the pre-pass: the total that progress counts towards. */
+  records: number;
+}
+
+/** One range of a split file, with what reading it on its own needs to know. */
+export interface RangeToRead {
+  range: FeedRange;
+  prefix: ByteRange | undefined;
+  /** 0 for the first range. */
+  index: number;
+  last: boolean;
+  /** The line the next range starts on, when there is one (a trailer must be the last row of a file). */
+  nextLine: number | undefined;
 }
 
 /** A problem with a file as a whole: permanent, reported to the operator, never retried. */

@@ -10,9 +10,11 @@ import {
   type FeedHeader,
   type FeedItem,
   type FeedReadContext,
+  type RangeToRead,
   type RawUsageFields,
 } from './types';
 import { localName, xmlLayoutOf, type XmlLayout } from './xml-layout';
+import { splitXml } from './xml-split';
 import { InvalidUtf8Error, StrictUtf8Decoder, countByteLineBreaks, countLineBreaks } from './utf8-text';
 
 /**
@@ -36,6 +38,8 @@ export const xmlAdapter: FeedAdapter = {
   extensions: ['xml'],
   read: readXml,
   sniff: sniffXml,
+  split: (input, ctx, recordsPerRange) => splitXml(input, recordsPerRange, ctx.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS),
+  readRange: readXmlRange,
 };
 
 const MAX_DEPTH = 32;
@@ -56,26 +60,73 @@ function layoutFor(input: Readable, ctx: FeedReadContext): XmlLayout {
 }
 
 async function* readXml(input: Readable, ctx: FeedReadContext): AsyncGenerator<FeedItem> {
-  const walker = new UsageFeedWalker(ctx.fileName, layoutFor(input, ctx), 'read', ctx.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS);
+  for await (const batch of readXmlBatches(input, ctx, WHOLE_DOCUMENT)) yield* batch;
+}
+
+/** Where a read starts in the document, and what it must add to stand as a document of its own. */
+interface Stretch {
+  /** Text read before the stretch's own bytes (the root start tag, on a line of its own), if it starts inside the root. */
+  before: string;
+  /** Text read after them (the root end tag), if the document goes on past the stretch. */
+  after: string;
+  /** Added to the parser's line numbers: where the stretch's first line is in the file. */
+  lineOffset: number;
+  /** Added to the walker's record count. */
+  recordOffset: number;
+  /** Whether the root start tag the stretch reads is the file's own: its control totals are yielded once, by that stretch. */
+  ownRoot: boolean;
+}
+
+const WHOLE_DOCUMENT: Stretch = { before: '', after: '', lineOffset: 0, recordOffset: 0, ownRoot: true };
+
+/** The items of a stretch, a batch per chunk read: one await per chunk rather than per record. */
+async function* readXmlBatches(input: Readable, ctx: FeedReadContext, stretch: Stretch): AsyncGenerator<FeedItem[]> {
+  const walker = new UsageFeedWalker(ctx.fileName, layoutFor(input, ctx), 'read', ctx.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS, stretch);
   const decoder = new StrictUtf8Decoder();
   // The walker queues the items of one chunk; they are handed out before the next chunk is read, so
   // memory stays at about a chunk's worth and the file is pulled only as fast as it is consumed.
   const items = walker.items;
   try {
+    if (stretch.before !== '') walker.write(decoder, stretch.before);
     for await (const chunk of input as AsyncIterable<unknown>) {
       walker.write(decoder, chunk);
-      yield* items;
-      items.length = 0;
+      if (items.length > 0) yield items.splice(0);
     }
+    if (stretch.after !== '') walker.write(decoder, stretch.after);
     walker.write(decoder, undefined);
   } catch (error) {
     // Records completed before a fault in the same chunk are sound; hand them out before the error.
-    yield* items;
-    items.length = 0;
+    if (items.length > 0) yield items.splice(0);
     throw error;
   }
-  yield* items;
-  items.length = 0;
+  if (items.length > 0) yield items.splice(0);
+}
+
+/**
+ * One range of a split feed. A range inside the root is read as a document of its own: the root's
+ * start tag (its line breaks, which XML reads as spaces in a tag, written as spaces, so it takes
+ * exactly one line), then the range, then the root's end tag unless the range has the file's own.
+ * Line and record numbers are shifted to where the range sits in the file.
+ */
+async function* readXmlRange(open: (start: number, end: number) => Readable, ctx: FeedReadContext, part: RangeToRead): AsyncGenerator<FeedItem[]> {
+  const { range, prefix } = part;
+  let rootTag = '';
+  if (prefix !== undefined && (part.index > 0 || !part.last)) {
+    const decoder = new StrictUtf8Decoder();
+    for await (const chunk of open(prefix.startByte, prefix.endByte) as AsyncIterable<unknown>) rootTag += decoder.write(chunk);
+    rootTag += decoder.end();
+  }
+  const rootName = /^<([^\s/>]+)/.exec(rootTag)?.[1];
+  if (part.index > 0 && rootName === undefined) throw new Error(`${ctx.fileName}: range ${part.index + 1} has no root start tag to read it with`);
+  const first = part.index === 0;
+  yield* readXmlBatches(open(range.startByte, range.endByte), ctx, {
+    before: first ? '' : `${rootTag.replace(/\r\n?|\n/g, ' ')}\n`,
+    after: part.last || rootName === undefined ? '' : `</${rootName}>`,
+    // A later range's first line is the read's second (the root tag takes the first).
+    lineOffset: first ? 0 : range.startLine - 2,
+    recordOffset: range.firstRecord - 1,
+    ownRoot: first,
+  });
 }
 
 async function sniffXml(input: Readable, ctx: FeedReadContext): Promise<FeedHeader> {
@@ -151,6 +202,7 @@ class UsageFeedWalker {
     private readonly layout: XmlLayout,
     private readonly mode: 'read' | 'sniff',
     private readonly maxChars: number,
+    private readonly stretch: Stretch = WHOLE_DOCUMENT,
   ) {
     const { parser } = this;
     // Any DOCTYPE is refused as soon as saxes has read it, before the root: that shuts out entity
@@ -255,7 +307,7 @@ class UsageFeedWalker {
       if (this.mode === 'sniff') throw new RootReached(tag.attributes.partner);
       this.restartSpan(this.parser.position, this.parser.line, false);
       const control = this.controlOf(tag.name, attributes);
-      if (control !== undefined) this.items.push(control);
+      if (control !== undefined && this.stretch.ownRoot) this.items.push(control);
       return;
     }
     if (this.depth === 2) {
@@ -296,8 +348,8 @@ class UsageFeedWalker {
   private startRecord(name: string, attributes: readonly SaxesAttributePlain[]): void {
     this.records += 1;
     const current: RecordInProgress = {
-      record: this.records,
-      line: this.tagLine,
+      record: this.records + this.stretch.recordOffset,
+      line: this.tagLine + this.stretch.lineOffset,
       fields: {},
       seen: new Map(),
       problems: [],
@@ -353,7 +405,7 @@ class UsageFeedWalker {
   private controlOf(tagName: string, attributes: readonly SaxesAttributePlain[]): ControlItem | undefined {
     const { recordCountAttribute, quantitySumAttribute } = this.layout;
     if (recordCountAttribute === undefined && quantitySumAttribute === undefined) return undefined;
-    const control: ControlItem = { kind: 'control', line: this.tagLine };
+    const control: ControlItem = { kind: 'control', line: this.tagLine + this.stretch.lineOffset };
     const find = (name: string | undefined, what: string): string | undefined => {
       if (name === undefined) return undefined;
       const found = attributes.filter((a) => localName(a.name) === name);
@@ -383,7 +435,7 @@ class UsageFeedWalker {
   }
 
   private fail(line: number, detail: string): FeedFileError {
-    return new FeedFileError(this.fileName, `line ${line}: ${detail}`);
+    return new FeedFileError(this.fileName, `line ${line + this.stretch.lineOffset}: ${detail}`);
   }
 }
 

@@ -15,6 +15,8 @@ const esc = (s: string) => s.replace(ESCAPE, '\\$&');
  * twice there is refused rather than guessed), and default product and account. Pure.
  */
 export function normalizeRow(raw: RawUsageFields, profile: FeedProfile): NormalizeResult {
+  // The canonical spelling (most partners, every row of a big feed): nothing to convert.
+  if (passesThrough(profile)) return { ok: true, fields: raw };
   const fields: RawUsageFields = { ...raw };
   const errors: FieldError[] = [];
   const blank = (v: string | undefined) => v === undefined || v.trim() === '';
@@ -39,6 +41,24 @@ export function normalizeRow(raw: RawUsageFields, profile: FeedProfile): Normali
     else errors.push({ field, code: 'invalid_timestamp', message: `${field} "${value}" ${result.reason}`, raw: value });
   }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, fields };
+}
+
+const passThrough = new WeakMap<FeedProfile, boolean>();
+
+/** Whether the profile changes nothing: no defaults, plain decimals, ISO timestamps that must carry their offset. */
+function passesThrough(profile: FeedProfile): boolean {
+  let verdict = passThrough.get(profile);
+  if (verdict === undefined) {
+    verdict =
+      profile.defaults.product === undefined &&
+      profile.defaults.account === undefined &&
+      profile.decimal_separator === '.' &&
+      profile.thousands_separator === undefined &&
+      profile.timestamp_format === 'iso8601' &&
+      profile.time_zone === undefined;
+    passThrough.set(profile, verdict);
+  }
+  return verdict;
 }
 
 function canonicalQuantity(text: string, decimal: '.' | ',', thousands: string | undefined): string | undefined {

@@ -1,395 +1,313 @@
-import { createReadStream } from 'node:fs';
-import { Temporal } from 'temporal-polyfill';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import { adapterForFormat } from '../../adapters/formats/registry';
-import { FeedFileError, type FeedItem } from '../../adapters/formats/types';
-import { locateStored, moveInto, resolveInside, storedPath } from '../../adapters/inbox/inbox-store';
-import { loadPartnershipsOfCustomer, loadProducts } from '../../adapters/db/partnership-repository';
-import { type Decimal, ZERO, add, compare, decimal, mul, parseDecimal, toDecimalString } from '../core/decimal';
+import { FeedFileError, type FeedSplit } from '../../adapters/formats/types';
+import { type ChunkRow, chunksOf, claimChunk, hasClaimableChunk, savePlan } from '../../adapters/db/ingest-chunks';
 import { DEFAULT_FEED_PROFILE, type FeedProfile, feedProfileSchema } from '../core/feed-profile';
-import { normalizeRow } from '../core/normalize-row';
-import { type FieldError, type ValidUsage, type ValidationContext, validateUsage } from '../core/validate-usage';
 import type { Deps } from '../deps';
-import { PermanentError, RetryableError } from './errors';
-import { type Supersession, applySupersession, resolveSupersession, stageSupersedingRows } from './supersede';
-import { bindings } from '../../adapters/db/bindings';
+import { PermanentError } from './errors';
+import { type Finish, type IngestingFile, afterFinish, lockPartnerIngest, moveStoredFile, rejectFile } from './finish-file';
+import { type ChunkResult, finishInOwnTransaction, openStoredFile, processChunk } from './ingest-chunk';
+import { resolveSupersession } from './supersede';
 
-interface FileRow {
-  id: string;
-  partner_id: string;
-  partner_code: string;
-  name: string;
-  format: string;
-  status: string;
-  stored_path: string;
-  records_committed: number;
-  supersedes_file_id: string | null;
-}
-
-interface RowError {
-  record: number;
-  line: number | null;
-  field: string | null;
-  code: string;
-  message: string;
-  raw: string | null;
-}
-
-interface PendingUsage extends ValidUsage {
-  record: number;
-  line: number | null;
-}
-
-interface Chunk {
-  firstRecord: number;
-  lastRecord: number;
-  usages: PendingUsage[];
-  errors: RowError[];
-  /** Sum of every readable quantity in the chunk, good rows and bad, for control totals. */
-  quantitySum: Decimal;
-}
-
-interface IngestContext extends ValidationContext {
-  profile: FeedProfile;
-}
+export type { IngestingFile } from './finish-file';
 
 export type IngestOutcome =
   | { kind: 'parsed'; fileId: number; read: number; accepted: number; rejected: number; duplicate: number }
   | { kind: 'rejected'; fileId: number; error: string }
   | { kind: 'skipped'; fileId: number; status: string };
 
-// How far in the future a usage may start (clock skew between upstream and us) and how far back.
-const FUTURE_TOLERANCE = Temporal.Duration.from({ hours: 24 });
-const EARLIEST_START = Temporal.Instant.from('2000-01-01T00:00:00Z');
+/** Rows done of rows in the file (the pre-pass's count), for progress lines. */
+export type IngestProgress = (done: number, total: number) => void;
+
+// Each chunk-working loop claims chunks under its own name, so that two loops of one process (an
+// ingest-file job and an ingest-chunk job) never take each other's claims for their own.
+const PROCESS = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+let loops = 0;
+const claimant = () => `${PROCESS}:${(loops += 1)}`;
+
+/** Helper jobs queued per file at most: each works through chunks until none is left to claim. */
+const MAX_HELPERS = 64;
+/** How often a worker that has nothing left to claim looks at whether the file has finished. */
+const WAIT_POLL_MS = 100;
+
+const FILE_COLUMNS = ['id', 'partner_id', 'partner_code', 'name', 'format', 'status', 'stored_path', 'supersedes_file_id'];
 
 /**
- * Parses a claimed file into usages. Rows are validated one by one (a bad row is recorded with
- * its record, line and field, the good rows are kept) and committed in chunks: each chunk's
- * usages, errors and the file's progress commit in one transaction, so a crash resumes after the
- * last committed chunk and every row lands exactly once. A problem with the file as a whole
- * rejects it and removes what it had added (nothing of it has been rated yet).
+ * Ingests a claimed file: the `ingest-file` job. Reads the file once quickly to plan it (chunks of
+ * INGEST_CHUNK_ROWS records, by byte ranges that respect quoting and XML records), queues helper
+ * jobs so that other workers share the chunks, and works through chunks itself until none is left
+ * to claim; then waits for the chunks others hold, and returns how the file ended. Whoever commits
+ * the last chunk finishes the file (control totals, error rate, correction applied, or the file
+ * rejected and its usages removed), in the same transaction, so that happens exactly once.
+ * A crash resumes at the first chunk not committed: committed chunks stay committed.
  */
-export async function ingestFile(deps: Deps, fileId: number, onProgress?: (records: number) => void): Promise<IngestOutcome> {
-  const { db, config, logger } = deps;
+export async function ingestFile(deps: Deps, fileId: number, onProgress?: IngestProgress): Promise<IngestOutcome> {
+  const { db } = deps;
   const file = await startParsing(db, fileId);
-  if (!file) {
-    const row = await db('usage_files').where('id', fileId).first<{ status: string } | undefined>('status');
-    if (!row) throw new PermanentError(`file ${fileId} does not exist`);
-    return { kind: 'skipped', fileId, status: row.status };
-  }
-  const log = logger.child({ fileId, partner: file.partner_code });
+  if (!file) return skipped(deps, fileId);
 
-  const relative = await locateStored(config.inboxDir, file.stored_path, file.partner_code, fileId, file.name);
-  if (!relative) return reject(deps, file, `the stored file ${file.stored_path} is missing from the inbox`);
+  const plan = await planFile(deps, file);
+  if (plan.kind === 'rejected') return plan;
+  await queueHelpers(deps, fileId, plan.chunks);
 
-  const ctx = await validationContext(deps, file);
-  const supersession = await resolveSupersession(db, file, ctx.profile);
-  let chunk = newChunk(file.records_committed + 1);
-  let control: Extract<FeedItem, { kind: 'control' }> | undefined;
-  try {
-    const input = createReadStream(resolveInside(config.inboxDir, relative));
-    const adapter = adapterForFormat(file.format);
-    if (adapter.sniff) await checkDeclaredPartner(deps, file, relative, ctx.profile);
-    for await (const item of adapter.read(input, { fileName: file.name, profile: ctx.profile, maxRecordChars: config.limits.maxRecordChars })) {
-      if (item.kind === 'control') {
-        control = item;
+  return workUntilFinished(deps, file, plan.chunks, 2, onProgress);
+}
+
+/**
+ * An `ingest-chunk` job: helps with a file being ingested, working through its chunks (each loop
+ * takes the lowest chunk free) until the file has finished. The chunk number in the payload only
+ * tells helper jobs apart.
+ */
+export async function ingestFileChunks(deps: Deps, fileId: number): Promise<IngestOutcome> {
+  const file = await deps.db('usage_files').where('id', fileId).first<IngestingFile | undefined>(FILE_COLUMNS);
+  if (!file) throw new PermanentError(`file ${fileId} does not exist`);
+  if (file.status !== 'parsing') return { kind: 'skipped', fileId, status: file.status };
+  const chunks = await chunksOf(deps.db, fileId);
+  if (chunks.length === 0) return { kind: 'skipped', fileId, status: 'parsing, not planned yet' };
+  return workUntilFinished(deps, file, chunks, 1);
+}
+
+/**
+ * Works through the file's chunks with `loops` loops until none is left to claim, then waits for
+ * the chunks other workers hold (taking over any whose worker died, once its claim runs out) until
+ * the file has finished; returns how it ended.
+ */
+async function workUntilFinished(deps: Deps, file: IngestingFile, chunks: readonly ChunkRow[], loops: number, onProgress?: IngestProgress): Promise<IngestOutcome> {
+  const { db } = deps;
+  const fileId = Number(file.id);
+  const report = onProgress ? () => reportProgress(deps, fileId, onProgress) : undefined;
+  for (;;) {
+    const outcome = await workOnChunksSideBySide(deps, file, chunks, loops, report);
+    if (outcome) return outcome;
+    // Nothing left to claim: other workers hold the remaining chunks. The file finishes when the last
+    // of them commits; a chunk whose worker died is claimable again once its claim runs out.
+    let seen = -1;
+    for (;;) {
+      const row = await db('usage_files').where('id', fileId).first<{ status: string; records_committed: number; records_total: number | null; chunks_committed: number; chunks_total: number | null }>(
+        'status', 'records_committed', 'records_total', 'chunks_committed', 'chunks_total',
+      );
+      if (row.status !== 'parsing') return outcomeOf(deps, file);
+      if (row.chunks_committed === row.chunks_total) {
+        // Every chunk is in, but the worker that committed the last one died before finishing the file.
+        const profile = await profileOf(deps, file);
+        const finish = await finishInOwnTransaction(deps, file, profile, await resolveSupersession(db, file, profile));
+        if (finish) return finished(deps, file, finish);
         continue;
       }
-      if (item.record <= file.records_committed) continue; // committed before a crash
-      addItem(chunk, item, ctx);
-      if (chunk.usages.length + chunk.errors.length >= config.ingestChunkRows) {
-        await commitChunk(db, file, chunk, supersession);
-        onProgress?.(chunk.lastRecord);
-        chunk = newChunk(chunk.lastRecord + 1);
-      }
+      if (onProgress && row.records_committed !== seen) onProgress((seen = row.records_committed), row.records_total ?? row.records_committed);
+      if (await hasClaimableChunk(db, fileId)) break;
+      await sleep(WAIT_POLL_MS);
     }
-    await commitChunk(db, file, chunk, supersession);
-    onProgress?.(chunk.lastRecord);
-  } catch (err) {
-    if (err instanceof FeedFileError) return reject(deps, file, err.message);
-    throw err;
   }
-  const refusal = await checkWholeFile(db, file, ctx.profile, control);
-  if (refusal) return reject(deps, file, refusal);
-
-  // Applying a correction and marking the file parsed commit together, so neither happens twice or alone.
-  const done = await db.transaction(async (tx) => {
-    const locked = await tx('usage_files').where('id', fileId).forUpdate().first<{ status: string }>('status');
-    if (locked.status !== 'parsing') return [];
-    if (supersession) await applySupersession(tx, file, supersession);
-    return tx('usage_files')
-      .where({ id: fileId, status: 'parsing' })
-      .update({ status: 'parsed', parsed_at: tx.fn.now(), updated_at: tx.fn.now() })
-      .returning<{ rows_read: number; rows_accepted: number; rows_rejected: number; rows_duplicate: number }[]>([
-        'rows_read', 'rows_accepted', 'rows_rejected', 'rows_duplicate',
-      ]);
-  });
-  const counts = done[0];
-  if (!counts) throw new RetryableError(`file ${fileId} left the parsing state while being parsed`);
-  await archive(deps, file, relative, 'archive');
-  await deps.queues.enqueue('rate-file', { fileId });
-  log.info(counts, 'file parsed');
-  return {
-    kind: 'parsed',
-    fileId,
-    read: counts.rows_read,
-    accepted: counts.rows_accepted,
-    rejected: counts.rows_rejected,
-    duplicate: counts.rows_duplicate,
-  };
-}
-
-async function startParsing(db: Knex, fileId: number): Promise<FileRow | undefined> {
-  const rows = await db('usage_files')
-    .where('id', fileId)
-    .whereIn('status', ['received', 'parsing'])
-    .update({ status: 'parsing', parse_started_at: db.raw('coalesce(parse_started_at, now())'), updated_at: db.fn.now() })
-    .returning<FileRow[]>(['id', 'partner_id', 'partner_code', 'name', 'format', 'status', 'stored_path', 'records_committed', 'supersedes_file_id']);
-  return rows[0];
-}
-
-async function validationContext(deps: Deps, file: FileRow): Promise<IngestContext> {
-  const [partnerships, productsByCode, partner] = await Promise.all([
-    loadPartnershipsOfCustomer(deps.db, Number(file.partner_id)),
-    loadProducts(deps.db),
-    deps.db('partners').where('id', file.partner_id).first<{ feed_profile: unknown }>('feed_profile'),
-  ]);
-  const now = deps.clock.now();
-  return {
-    profile: partner.feed_profile ? feedProfileSchema.parse(partner.feed_profile) : DEFAULT_FEED_PROFILE,
-    partnerCode: file.partner_code,
-    partnerships,
-    productsByCode,
-    latestStart: now.add(FUTURE_TOLERANCE),
-    earliestStart: EARLIEST_START,
-  };
-}
-
-/** An XML feed names its partner; a file dropped in another partner's folder is refused. */
-async function checkDeclaredPartner(deps: Deps, file: FileRow, relative: string, profile: FeedProfile): Promise<void> {
-  const adapter = adapterForFormat(file.format);
-  const header = await adapter.sniff!(createReadStream(resolveInside(deps.config.inboxDir, relative)), {
-    fileName: file.name,
-    profile,
-    maxRecordChars: deps.config.limits.maxRecordChars,
-  });
-  if (header.partner !== undefined && header.partner !== file.partner_code) {
-    throw new FeedFileError(file.name, `the feed declares partner "${header.partner}" but was received for partner "${file.partner_code}"`);
-  }
-}
-
-function newChunk(firstRecord: number): Chunk {
-  return { firstRecord, lastRecord: firstRecord - 1, usages: [], errors: [], quantitySum: ZERO };
-}
-
-function addItem(chunk: Chunk, item: Exclude<FeedItem, { kind: 'control' }>, ctx: IngestContext): void {
-  chunk.lastRecord = item.record;
-  const line = item.line ?? null;
-  const pushErrors = (errors: FieldError[]) => {
-    for (const e of errors) chunk.errors.push({ record: item.record, line, field: e.field, code: e.code, message: e.message, raw: e.raw ?? null });
-  };
-  if (item.kind === 'row-error') {
-    chunk.errors.push({ record: item.record, line, field: item.field ?? null, code: 'malformed_row', message: item.message, raw: item.raw ?? null });
-    return;
-  }
-  const normalized = normalizeRow(item.fields, ctx.profile);
-  if (!normalized.ok) return pushErrors(normalized.errors);
-  const quantity = parseDecimal(normalized.fields.quantity ?? '');
-  if (quantity.ok) chunk.quantitySum = add(chunk.quantitySum, quantity.value);
-  const result = validateUsage(normalized.fields, ctx, item.fields);
-  if (result.ok) chunk.usages.push({ ...result.usage, record: item.record, line });
-  else pushErrors(result.errors);
 }
 
 /**
- * Checks that need the whole file: the control totals it declares about itself, and the partner's
- * tolerance for bad rows. Returns why the file is refused, or undefined.
+ * Loops over the file's chunks side by side: with two, one chunk's rows are read and checked in
+ * JavaScript while the database writes the one before, so the two halves of the work use both
+ * cores. If one fails, the others stop before their next commit and the failure is what this returns.
  */
-async function checkWholeFile(
-  db: Knex,
-  file: FileRow,
-  profile: FeedProfile,
-  control: Extract<FeedItem, { kind: 'control' }> | undefined,
-): Promise<string | undefined> {
-  const row = await db('usage_files').where('id', file.id).first<{ rows_read: number; rows_rejected: number; quantity_read: string }>(
-    'rows_read', 'rows_rejected', 'quantity_read',
-  );
-  const where = control?.line !== undefined ? ` (line ${control.line})` : '';
-  if (control?.recordCount !== undefined && control.recordCount.trim() !== String(row.rows_read)) {
-    return `${file.name}: control total mismatch${where}: the file declares ${control.recordCount.trim()} records, ${row.rows_read} were read`;
-  }
-  if (control?.quantitySum !== undefined) {
-    const normalized = normalizeRow({ quantity: control.quantitySum.trim() }, profile);
-    const declared = normalized.ok ? parseDecimal(normalized.fields.quantity ?? '') : undefined;
-    if (!declared?.ok) return `${file.name}: control total${where}: the declared quantity sum "${control.quantitySum}" is not a number`;
-    if (compare(declared.value, decimal(row.quantity_read)) !== 0) {
-      return `${file.name}: control total mismatch${where}: the file declares a quantity sum of ${control.quantitySum.trim()}, the rows add up to ${toDecimalString(decimal(row.quantity_read))}`;
-    }
-  }
-  if (row.rows_rejected > 0 && profile.reject_file_on_any_error) {
-    return `${file.name}: ${row.rows_rejected} of ${row.rows_read} rows have errors and the partner's profile rejects a file with any error`;
-  }
-  if (profile.max_error_rate !== undefined && row.rows_read > 0) {
-    // rejected / read > rate, compared exactly as rejected > rate x read.
-    const rate = decimal(profile.max_error_rate);
-    if (compare(decimal(BigInt(row.rows_rejected)), mul(rate, decimal(BigInt(row.rows_read)))) > 0) {
-      return `${file.name}: ${row.rows_rejected} of ${row.rows_read} rows have errors, above the partner's limit of ${profile.max_error_rate}`;
-    }
-  }
+async function workOnChunksSideBySide(
+  deps: Deps,
+  file: IngestingFile,
+  chunks: readonly ChunkRow[],
+  count: number,
+  onCommitted?: () => unknown,
+): Promise<IngestOutcome | undefined> {
+  // When a loop fails at a chunk (or right after committing it), the others give up the chunks after
+  // it, as a crash there would lose them, and finish those before it.
+  const stop = { after: Infinity };
+  const gate = new CommitGate();
+  const loops = Array.from({ length: count }, () => workOnChunks(deps, file, chunks, gate, stop, onCommitted));
+  const settled = await Promise.allSettled(loops);
+  for (const s of settled) if (s.status === 'rejected') throw s.reason;
+  for (const s of settled) if (s.status === 'fulfilled' && s.value !== undefined) return s.value;
   return undefined;
 }
 
 /**
- * Commits one chunk exactly once. The file row is locked and its cursor checked, so if a second
- * worker is parsing the same file (a lost lock), whichever commits a chunk second skips it.
+ * Claims and processes chunks, lowest first, until none is left to claim (or `stop` says a loop failed).
+ * Returns the file's outcome if this loop finished it (or found it finished), else undefined.
  */
-async function commitChunk(db: Knex, file: FileRow, chunk: Chunk, supersession: Supersession | undefined): Promise<void> {
-  if (chunk.lastRecord < chunk.firstRecord) return;
-  await db.transaction(async (tx) => {
-    const locked = await tx('usage_files').where('id', file.id).forUpdate().first<{ records_committed: number; status: string }>('records_committed', 'status');
-    if (locked.status !== 'parsing') throw new RetryableError(`file ${file.id} is ${locked.status}, no longer parsing`);
-    if (locked.records_committed >= chunk.lastRecord) return;
-    if (locked.records_committed !== chunk.firstRecord - 1) {
-      throw new RetryableError(`file ${file.id} is committed to record ${locked.records_committed}, expected ${chunk.firstRecord - 1}`);
+async function workOnChunks(
+  deps: Deps,
+  file: IngestingFile,
+  chunks: readonly ChunkRow[],
+  gate: CommitGate,
+  stop: { after: number },
+  onCommitted?: () => unknown,
+): Promise<IngestOutcome | undefined> {
+  const worker = claimant();
+  const fileId = Number(file.id);
+  for (;;) {
+    if (stop.after !== Infinity) return undefined;
+    const chunk = await claimChunk(deps.db, fileId, worker, deps.config.ingestChunkLeaseMs);
+    if (!chunk) return undefined;
+    const pass = gate.pass();
+    let result: ChunkResult;
+    try {
+      result = await processChunk(deps, { file, chunk, chunks, worker, beforeCommit: pass.enter, stopped: () => chunk.chunk > stop.after });
+      if (result.kind === 'committed') {
+        const outcome = result.finish ? await finished(deps, file, result.finish) : undefined;
+        if (result.finish?.kind !== 'rejected') await onCommitted?.();
+        if (outcome) return outcome;
+      }
+    } catch (error) {
+      stop.after = Math.min(stop.after, chunk.chunk);
+      throw error;
+    } finally {
+      pass.leave();
     }
-
-    // Within the chunk the first occurrence of a usage id wins; the database decides against other files.
-    const seen = new Map<string, PendingUsage>();
-    const repeats: PendingUsage[] = [];
-    for (const u of chunk.usages) (seen.has(u.externalId) ? repeats : (seen.set(u.externalId, u), [])).push(u);
-    const firsts = [...seen.values()];
-    // Rows that correct the superseded file's usages wait until the whole file is read; one already
-    // set aside by an earlier chunk of this file is a repeat.
-    const staging = supersession ? await stageSupersedingRows(tx, file, supersession, firsts) : undefined;
-    const candidates = staging ? firsts.filter((u) => !staging.staged.has(u.externalId) && !staging.repeats.has(u.externalId)) : firsts;
-    const inserted = new Set(await insertUsages(tx, file, candidates));
-    const rejectedByDb = candidates.filter((u) => !inserted.has(u.externalId));
-    const repeatedCorrections = staging ? firsts.filter((u) => staging.repeats.has(u.externalId)) : [];
-    const duplicates = [...rejectedByDb, ...repeatedCorrections, ...repeats];
-    const duplicateErrors = await describeDuplicates(tx, file, duplicates);
-
-    await insertErrors(tx, file, [...chunk.errors, ...duplicateErrors]);
-    const rejectedRecords = new Set(chunk.errors.map((e) => e.record)).size;
-    await tx('usage_files')
-      .where('id', file.id)
-      .update({
-        records_committed: chunk.lastRecord,
-        rows_read: tx.raw('rows_read + ?', [chunk.lastRecord - chunk.firstRecord + 1]),
-        rows_accepted: tx.raw('rows_accepted + ?', [inserted.size]),
-        rows_rejected: tx.raw('rows_rejected + ?', [rejectedRecords]),
-        rows_duplicate: tx.raw('rows_duplicate + ?', [duplicates.length]),
-        quantity_read: tx.raw('quantity_read + ?::numeric', [toDecimalString(chunk.quantitySum)]),
-        updated_at: tx.fn.now(),
-      });
-  });
+    if (result.kind === 'gone') {
+      const status = await deps.db('usage_files').where('id', fileId).first<{ status: string }>('status');
+      if (status.status !== 'parsing') return outcomeOf(deps, file);
+    }
+    // 'stalled': the chunk before was abandoned; the next claim is that one (lowest first).
+  }
 }
 
-/** One statement per chunk: arrays in, unnest, conflicts on (partner, usage id) skipped. */
-async function insertUsages(tx: Knex.Transaction, file: FileRow, usages: PendingUsage[]): Promise<string[]> {
-  if (usages.length === 0) return [];
-  const { rows } = await tx.raw<{ rows: { external_id: string }[] }>(
-    `INSERT INTO product_usages (partner_id, partnership_id, external_id, product_id, user_ref, account_id, quantity,
-        started_at, ended_at, period, description, source_file_id, source_record, source_line)
-     SELECT ?, u.partnership_id, u.external_id, u.product_id, u.user_ref, u.account_id, u.quantity,
-        u.started_at, u.ended_at, u.period, u.description, ?, u.source_record, u.source_line
-     FROM unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::bigint[], ?::numeric[], ?::timestamptz[],
-                 ?::timestamptz[], ?::text[], ?::text[], ?::int[], ?::int[])
-       AS u(partnership_id, external_id, product_id, user_ref, account_id, quantity, started_at, ended_at, period,
-            description, source_record, source_line)
-     ON CONFLICT (partner_id, external_id) WHERE superseded_at IS NULL DO NOTHING
-     RETURNING external_id`,
-    bindings(
-      file.partner_id,
-      file.id,
-      usages.map((u) => u.partnershipId),
-      usages.map((u) => u.externalId),
-      usages.map((u) => u.productId),
-      usages.map((u) => u.userRef),
-      usages.map((u) => u.accountId),
-      usages.map((u) => toDecimalString(u.quantity)),
-      usages.map((u) => u.startedAt.toString()),
-      usages.map((u) => u.endedAt?.toString() ?? null),
-      usages.map((u) => u.period),
-      usages.map((u) => u.description),
-      usages.map((u) => u.record),
-      usages.map((u) => u.line),
-    ),
-  );
-  return rows.map((r) => r.external_id);
-}
+/**
+ * Lets one loop of a worker at a time commit a chunk and report it, so that what follows a commit
+ * (the progress callback, which may fail) happens before any other commit of this worker: a worker
+ * that fails after a commit stops with exactly that chunk committed, as a crash there would.
+ * Commits of one file are one after the other in the database anyway.
+ */
+class CommitGate {
+  private tail: Promise<void> = Promise.resolve();
 
-/** A repeated usage id is reported where it was first received, so the operator can see both. */
-async function describeDuplicates(tx: Knex.Transaction, file: FileRow, duplicates: PendingUsage[]): Promise<RowError[]> {
-  if (duplicates.length === 0) return [];
-  const firsts = await tx('product_usages as u')
-    .join('usage_files as f', 'f.id', 'u.source_file_id')
-    .where('u.partner_id', file.partner_id)
-    .whereIn('u.external_id', [...new Set(duplicates.map((d) => d.externalId))])
-    .select<{ external_id: string; file_id: string; file_name: string; source_record: number }[]>(
-      'u.external_id', 'f.id as file_id', 'f.name as file_name', 'u.source_record',
-    );
-  const where = new Map(firsts.map((f) => [f.external_id, f]));
-  return duplicates.map((d) => {
-    const first = where.get(d.externalId);
-    const at = first ? `file ${first.file_id} (${first.file_name}) record ${first.source_record}` : 'an earlier row';
+  pass(): { enter: () => Promise<void>; leave: () => void } {
+    let leave: () => void = () => undefined;
+    let entered = false;
     return {
-      record: d.record,
-      line: d.line,
-      field: 'usage_id',
-      code: 'duplicate_usage',
-      message: `usage id "${d.externalId}" was already received in ${at}; not billed again`,
-      raw: d.externalId,
+      enter: async () => {
+        entered = true;
+        const before = this.tail;
+        this.tail = new Promise<void>((resolve) => (leave = resolve));
+        await before;
+      },
+      leave: () => {
+        if (entered) leave();
+      },
     };
-  });
+  }
 }
 
-async function insertErrors(tx: Knex.Transaction, file: FileRow, errors: RowError[]): Promise<void> {
-  if (errors.length === 0) return;
-  await tx.raw(
-    `INSERT INTO usage_file_errors (file_id, record, line, field, code, message, raw_value)
-     SELECT ?, * FROM unnest(?::int[], ?::int[], ?::text[], ?::text[], ?::text[], ?::text[])`,
-    bindings(
-      file.id,
-      errors.map((e) => e.record),
-      errors.map((e) => e.line),
-      errors.map((e) => e.field),
-      errors.map((e) => e.code),
-      errors.map((e) => e.message),
-      errors.map((e) => (e.raw === null ? null : e.raw.slice(0, 1000))),
-    ),
+async function finished(deps: Deps, file: IngestingFile, finish: Finish): Promise<IngestOutcome> {
+  const fileId = Number(file.id);
+  await afterFinish(deps, file, finish);
+  if (finish.kind === 'rejected') {
+    deps.logger.warn({ fileId, partner: file.partner_code }, `file rejected: ${finish.error}`);
+    return { kind: 'rejected', fileId, error: finish.error };
+  }
+  const c = finish.counts;
+  deps.logger.info({ fileId, partner: file.partner_code, ...c }, 'file parsed');
+  return { kind: 'parsed', fileId, read: c.rows_read, accepted: c.rows_accepted, rejected: c.rows_rejected, duplicate: c.rows_duplicate };
+}
+
+/** The outcome of a file another worker finished; the steps after finishing are repeated (they are idempotent). */
+async function outcomeOf(deps: Deps, file: IngestingFile): Promise<IngestOutcome> {
+  const row = await deps.db('usage_files').where('id', file.id).first<{ status: string; error: string | null; stored_path: string; rows_read: number; rows_accepted: number; rows_rejected: number; rows_duplicate: number }>(
+    'status', 'error', 'stored_path', 'rows_read', 'rows_accepted', 'rows_rejected', 'rows_duplicate',
   );
+  const current = { ...file, stored_path: row.stored_path };
+  if (row.status === 'failed') {
+    await afterFinish(deps, current, { kind: 'rejected', error: row.error ?? '', rerate: [] });
+    return { kind: 'rejected', fileId: Number(file.id), error: row.error ?? '' };
+  }
+  if (row.status === 'parsed') await afterFinish(deps, current, { kind: 'parsed', counts: row });
+  else await moveStoredFile(deps, current, 'archive');
+  return { kind: 'parsed', fileId: Number(file.id), read: row.rows_read, accepted: row.rows_accepted, rejected: row.rows_rejected, duplicate: row.rows_duplicate };
 }
 
-/** Rejects the whole file: its usages (none rated yet) are removed and the reason recorded. */
-async function reject(deps: Deps, file: FileRow, error: string): Promise<IngestOutcome> {
-  const { db } = deps;
-  await db.transaction(async (tx) => {
-    await tx('usage_file_errors').where('file_id', file.id).delete();
-    await tx('superseding_rows').where('file_id', file.id).delete();
-    await tx('product_usages').where('source_file_id', file.id).delete();
-    await tx('usage_file_errors').insert({ file_id: file.id, code: 'file_rejected', message: error });
-    await tx('usage_files').where('id', file.id).update({
-      status: 'failed',
-      error,
-      failed_at: tx.fn.now(),
-      updated_at: tx.fn.now(),
-      rows_accepted: 0,
-      rows_duplicate: 0,
-      rows_rejected: 0,
-      rows_read: 0,
-      records_committed: 0,
-      quantity_read: 0,
-    });
+/**
+ * Asked to ingest a file that is not waiting for it. One that was ingested (perhaps by the helpers of
+ * an earlier attempt of this very job, which then failed) answers with its counts, as the attempt
+ * that finished it would have; any other (failed, a duplicate) is skipped.
+ */
+async function skipped(deps: Deps, fileId: number): Promise<IngestOutcome> {
+  const row = await deps.db('usage_files').where('id', fileId).first<(IngestingFile & { status: string }) | undefined>(FILE_COLUMNS);
+  if (!row) throw new PermanentError(`file ${fileId} does not exist`);
+  if (!['parsed', 'rated', 'superseded'].includes(row.status)) return { kind: 'skipped', fileId, status: row.status };
+  // The steps after finishing are repeated in case the worker that finished it died before them.
+  return outcomeOf(deps, row);
+}
+
+async function startParsing(db: Knex, fileId: number): Promise<IngestingFile | undefined> {
+  const rows = await db('usage_files')
+    .where('id', fileId)
+    .whereIn('status', ['received', 'parsing'])
+    .update({ status: 'parsing', parse_started_at: db.raw('coalesce(parse_started_at, now())'), updated_at: db.fn.now() })
+    .returning<IngestingFile[]>(FILE_COLUMNS);
+  return rows[0];
+}
+
+async function profileOf(deps: Deps, file: IngestingFile): Promise<FeedProfile> {
+  const partner = await deps.db('partners').where('id', file.partner_id).first<{ feed_profile: unknown }>('feed_profile');
+  return partner.feed_profile ? feedProfileSchema.parse(partner.feed_profile) : DEFAULT_FEED_PROFILE;
+}
+
+/**
+ * The file's chunks: planned once, by a streaming pre-pass over the file (record boundaries and the
+ * number of records, which progress counts towards). A file that is wrong before any row can be read
+ * (missing, declaring another partner, not even well-formed at its root) is rejected here.
+ */
+async function planFile(deps: Deps, file: IngestingFile): Promise<{ kind: 'planned'; chunks: ChunkRow[] } | Extract<IngestOutcome, { kind: 'rejected' }>> {
+  const { db, config } = deps;
+  const fileId = Number(file.id);
+  const existing = await chunksOf(db, fileId);
+  if (existing.length > 0) return { kind: 'planned', chunks: existing };
+
+  const open = await openStoredFile(deps, file);
+  if (!open) return rejectBeforeReading(deps, file, `the stored file ${file.stored_path} is missing from the inbox`);
+  const profile = await profileOf(deps, file);
+  // A correction waits (retryably) until the file it corrects is rated, before anything is read.
+  await resolveSupersession(db, file, profile);
+  const adapter = adapterForFormat(file.format);
+  const readCtx = { fileName: file.name, profile, maxRecordChars: config.limits.maxRecordChars };
+  const whole = Number.MAX_SAFE_INTEGER;
+  try {
+    if (adapter.sniff) {
+      const header = await adapter.sniff(open(0, whole), readCtx);
+      if (header.partner !== undefined && header.partner !== file.partner_code) {
+        throw new FeedFileError(file.name, `the feed declares partner "${header.partner}" but was received for partner "${file.partner_code}"`);
+      }
+    }
+  } catch (error) {
+    if (error instanceof FeedFileError) return rejectBeforeReading(deps, file, error.message);
+    throw error;
+  }
+  const split: FeedSplit =
+    adapter.split && adapter.readRange
+      ? await adapter.split(open(0, whole), readCtx, config.ingestChunkRows)
+      : { prefix: undefined, ranges: [{ startByte: 0, endByte: whole, firstRecord: 1, records: 0, startLine: 1 }], records: 0 };
+  await savePlan(db, fileId, split);
+  return { kind: 'planned', chunks: await chunksOf(db, fileId) };
+}
+
+/** Queues jobs for other workers to help with the file's chunks (each job works until none is left). */
+async function queueHelpers(deps: Deps, fileId: number, chunks: readonly ChunkRow[]): Promise<void> {
+  const pending = chunks.filter((c) => c.status === 'pending').slice(1, MAX_HELPERS + 1);
+  for (const c of pending) await deps.queues.enqueue('ingest-chunk', { fileId, chunk: c.chunk });
+}
+
+async function rejectBeforeReading(deps: Deps, file: IngestingFile, error: string): Promise<Extract<IngestOutcome, { kind: 'rejected' }>> {
+  const rerate = await deps.db.transaction(async (tx) => {
+    await lockPartnerIngest(tx, file.partner_id, 'exclusive');
+    const locked = await tx('usage_files').where('id', file.id).forNoKeyUpdate().first<{ status: string }>('status');
+    if (locked.status !== 'parsing') return undefined;
+    return rejectFile(tx, file, error);
   });
-  const relative = await locateStored(deps.config.inboxDir, file.stored_path, file.partner_code, Number(file.id), file.name);
-  if (relative) await archive(deps, file, relative, 'failed');
-  deps.logger.warn({ fileId: Number(file.id), partner: file.partner_code }, `file rejected: ${error}`);
-  return { kind: 'rejected', fileId: Number(file.id), error };
+  if (rerate === undefined) {
+    const outcome = await outcomeOf(deps, file);
+    if (outcome.kind === 'rejected') return outcome;
+    throw new Error(`file ${file.id} finished while it was being rejected`);
+  }
+  return (await finished(deps, file, { kind: 'rejected', error, rerate })) as Extract<IngestOutcome, { kind: 'rejected' }>;
 }
 
-async function archive(deps: Deps, file: FileRow, relative: string, stage: 'archive' | 'failed'): Promise<void> {
-  const target = storedPath(stage, file.partner_code, Number(file.id), file.name);
-  if (relative === target) return;
-  await moveInto(deps.config.inboxDir, resolveInside(deps.config.inboxDir, relative), target);
-  await deps.db('usage_files').where('id', file.id).update({ stored_path: target });
+async function reportProgress(deps: Deps, fileId: number, onProgress: IngestProgress): Promise<void> {
+  const row = await deps.db('usage_files').where('id', fileId).first<{ records_committed: number; records_total: number | null }>('records_committed', 'records_total');
+  onProgress(row.records_committed, row.records_total ?? row.records_committed);
 }

@@ -4,7 +4,7 @@ import { adapterForFormat, formatForFileName } from '../../adapters/formats/regi
 import { copyInto, storedPath } from '../../adapters/inbox/inbox-store';
 import type { Deps } from '../deps';
 import { PermanentError } from './errors';
-import { type IngestOutcome, ingestFile } from './ingest-file';
+import { type IngestOutcome, type IngestProgress, ingestFile } from './ingest-file';
 import { type RateOutcome, rateFile } from './rate-file';
 import { type RegisteredFile, registerFile, reserveFileId } from './register-file';
 
@@ -14,7 +14,7 @@ import { type RegisteredFile, registerFile, reserveFileId } from './register-fil
  */
 export async function ingestLocalFile(
   deps: Deps,
-  input: { file: string; partnerCode?: string; supersedes?: number; onProgress?: (records: number) => void },
+  input: { file: string; partnerCode?: string; supersedes?: number; onProgress?: IngestProgress },
 ): Promise<{ registered: RegisteredFile; ingest?: IngestOutcome; rate?: RateOutcome }> {
   const name = path.basename(input.file);
   let partnerCode = input.partnerCode;

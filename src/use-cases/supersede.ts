@@ -1,8 +1,5 @@
 import type { Knex } from 'knex';
-import { bindings } from '../../adapters/db/bindings';
-import { toDecimalString } from '../core/decimal';
 import type { FeedProfile } from '../core/feed-profile';
-import type { ValidUsage } from '../core/validate-usage';
 import { PermanentError, RetryableError } from './errors';
 
 /**
@@ -10,6 +7,8 @@ import { PermanentError, RetryableError } from './errors';
  * (upload or CLI) or by the partner's profile rule (same file name). Rows that are the same as
  * before change nothing; rows that changed replace the old usage (which is reversed by compensating
  * transactions, never deleted); usages the correction leaves out are withdrawn (reversed too).
+ * While the file is read, its rows whose usage id is live in the corrected files are set aside in
+ * superseding_rows (by each chunk's commit, see ingest-chunk.ts), and applied once it is whole.
  */
 export interface Supersession {
   /** The file being corrected. */
@@ -52,52 +51,6 @@ export async function resolveSupersession(db: Knex, file: FileForSupersession, p
     [target],
   );
   return { fileId: target, chain: rows.map((r) => Number(r.id)) };
-}
-
-/**
- * Of a chunk's rows, sets aside those whose usage id is live in the superseded files: they are
- * compared and applied only once the whole file has been read. Returns the usage ids set aside and
- * those that were already set aside by an earlier row of this file (repeats).
- */
-export async function stageSupersedingRows(
-  tx: Knex.Transaction,
-  file: { id: string; partner_id: string },
-  supersession: Supersession,
-  usages: Array<ValidUsage & { record: number; line: number | null }>,
-): Promise<{ staged: Set<string>; repeats: Set<string> }> {
-  if (usages.length === 0) return { staged: new Set(), repeats: new Set() };
-  const live = await tx('product_usages')
-    .where('partner_id', file.partner_id)
-    .whereIn('external_id', usages.map((u) => u.externalId))
-    .whereNull('superseded_at')
-    .whereIn('source_file_id', supersession.chain)
-    .pluck<string[]>('external_id');
-  const colliding = new Set(live);
-  const rows = usages.filter((u) => colliding.has(u.externalId));
-  if (rows.length === 0) return { staged: new Set(), repeats: new Set() };
-  const { rows: inserted } = await tx.raw<{ rows: { external_id: string }[] }>(
-    `INSERT INTO superseding_rows (file_id, external_id, record, line, partnership_id, product_id, user_ref, account_id, quantity, started_at, ended_at, period, description)
-     SELECT ?, * FROM unnest(?::text[], ?::int[], ?::int[], ?::bigint[], ?::bigint[], ?::text[], ?::bigint[], ?::numeric[], ?::timestamptz[], ?::timestamptz[], ?::text[], ?::text[])
-     ON CONFLICT (file_id, external_id) DO NOTHING
-     RETURNING external_id`,
-    bindings(
-      file.id,
-      rows.map((u) => u.externalId),
-      rows.map((u) => u.record),
-      rows.map((u) => u.line),
-      rows.map((u) => u.partnershipId),
-      rows.map((u) => u.productId),
-      rows.map((u) => u.userRef),
-      rows.map((u) => u.accountId),
-      rows.map((u) => toDecimalString(u.quantity)),
-      rows.map((u) => u.startedAt.toString()),
-      rows.map((u) => u.endedAt?.toString() ?? null),
-      rows.map((u) => u.period),
-      rows.map((u) => u.description),
-    ),
-  );
-  const staged = new Set(inserted.map((r) => r.external_id));
-  return { staged, repeats: new Set(rows.map((r) => r.externalId).filter((id) => !staged.has(id))) };
 }
 
 export interface SupersessionCounts {

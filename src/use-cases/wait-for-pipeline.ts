@@ -1,6 +1,6 @@
-import { QueueEvents } from 'bullmq';
 import type { Deps } from '../deps';
 import type { QueueName } from '../../jobs/catalog';
+import { openQueueEvents } from '../../jobs/queues';
 
 /**
  * Resolves once `settled()` is true. It re-checks PostgreSQL whenever a job on the given queues
@@ -13,7 +13,7 @@ export async function waitUntilSettled(
   settled: () => Promise<boolean>,
   timeoutMs = 120_000,
 ): Promise<void> {
-  const events = queues.map((name) => new QueueEvents(name, { connection: { url: deps.config.redisUrl }, prefix: deps.config.queuePrefix }));
+  const events = queues.map((name) => openQueueEvents(deps.queueStore, name, deps.config.redisUrl, deps.config.queuePrefix));
   try {
     await Promise.all(events.map((e) => e.waitUntilReady()));
     await new Promise<void>((resolve, reject) => {

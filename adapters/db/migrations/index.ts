@@ -3,9 +3,10 @@ import * as initialSchema from './0001-initial-schema';
 import * as feedProfiles from './0002-feed-profiles-and-control-totals';
 import * as superseding from './0003-superseding-files';
 import * as periodSettlement from './0004-period-settlement';
-import * as receivables from './0006-receivables';
-import * as ratingOrder from './0008-rating-order';
 import * as emailAttempts from './0005-email-attempts';
+import * as receivables from './0006-receivables';
+import * as ingestChunks from './0007-ingest-chunks';
+import * as ratingOrder from './0008-rating-order';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -21,9 +22,10 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0002-feed-profiles-and-control-totals', feedProfiles],
   ['0003-superseding-files', superseding],
   ['0004-period-settlement', periodSettlement],
-  ['0006-receivables', receivables],
-  ['0008-rating-order', ratingOrder],
   ['0005-email-attempts', emailAttempts],
+  ['0006-receivables', receivables],
+  ['0007-ingest-chunks', ingestChunks],
+  ['0008-rating-order', ratingOrder],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

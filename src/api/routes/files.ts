@@ -29,7 +29,12 @@ const FileSummary = z
       replaced: z.number(),
       withdrawn: z.number().openapi({ description: 'usages of the corrected file that this file leaves out' }),
     }),
-    progress: z.object({ recordsCommitted: z.number() }),
+    progress: z.object({
+      recordsCommitted: z.number().openapi({ description: 'rows done' }),
+      recordsTotal: z.number().nullable().openapi({ description: 'rows in the file, counted when its chunks were planned; null before' }),
+      chunksCommitted: z.number(),
+      chunksTotal: z.number().nullable().openapi({ description: 'chunks the file was split into, which workers share' }),
+    }),
     error: z.string().nullable(),
     timings: z.object({
       receivedAt: z.string(),
