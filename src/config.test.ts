@@ -30,7 +30,11 @@ describe('loadConfig: defaults', () => {
     inbox: { scanEveryMs: 5000, settleMs: 1000 },
     limits: { maxFileBytes: 2 * 1024 ** 3, maxRecordChars: 1024 ** 2, maxAttachmentBytes: 10 * 1024 ** 2 },
     ingestChunkRows: 5000,
+    ingestChunkLeaseMs: 60_000,
     concurrency: { ingest: 1, rate: 2, deliver: 5 },
+    shutdownGraceMs: 30_000,
+    apiMaxBodyBytes: 1024 ** 2,
+    workerMetricsPort: undefined,
   };
 
   it('an empty environment gives the documented defaults', () => {

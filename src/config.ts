@@ -41,10 +41,18 @@ export const configSchema = z.object({
   /** Longest single feed record (a CSV row, an XML record element) in characters; longer rejects the file. */
   MAX_RECORD_CHARS: positiveInt(1024 ** 2),
   INGEST_CHUNK_ROWS: positiveInt(5000),
+  /** How long a worker holds a chunk of a file without renewing its claim; a dead worker's chunk is taken over after this. */
+  INGEST_CHUNK_LEASE_MS: positiveInt(60_000),
   MAX_ATTACHMENT_BYTES: positiveInt(10 * 1024 ** 2),
   WORKER_CONCURRENCY_INGEST: positiveInt(1),
   WORKER_CONCURRENCY_RATE: positiveInt(2),
   WORKER_CONCURRENCY_DELIVER: positiveInt(5),
+  /** On SIGTERM/SIGINT, active jobs get this long to finish before they are released back to waiting. */
+  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
+  /** Largest JSON or form body the admin API reads (file uploads have their own limit, MAX_FILE_BYTES). */
+  API_MAX_BODY_BYTES: positiveInt(1024 ** 2),
+  /** `billing worker` serves its own /metrics (job durations, process) on this port when set. */
+  WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
 });
 
 export type ConfigInput = z.input<typeof configSchema>;
@@ -63,7 +71,11 @@ export interface Config {
   inbox: { scanEveryMs: number; settleMs: number };
   limits: { maxFileBytes: number; maxRecordChars: number; maxAttachmentBytes: number };
   ingestChunkRows: number;
+  ingestChunkLeaseMs: number;
   concurrency: { ingest: number; rate: number; deliver: number };
+  shutdownGraceMs: number;
+  apiMaxBodyBytes: number;
+  workerMetricsPort: number | undefined;
 }
 
 export class ConfigError extends Error {
@@ -96,12 +108,43 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inbox: { scanEveryMs: c.INBOX_SCAN_EVERY_MS, settleMs: c.INBOX_SETTLE_MS },
     limits: { maxFileBytes: c.MAX_FILE_BYTES, maxRecordChars: c.MAX_RECORD_CHARS, maxAttachmentBytes: c.MAX_ATTACHMENT_BYTES },
     ingestChunkRows: c.INGEST_CHUNK_ROWS,
+    ingestChunkLeaseMs: c.INGEST_CHUNK_LEASE_MS,
     concurrency: {
       ingest: c.WORKER_CONCURRENCY_INGEST,
       rate: c.WORKER_CONCURRENCY_RATE,
       deliver: c.WORKER_CONCURRENCY_DELIVER,
     },
+    shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
+    apiMaxBodyBytes: c.API_MAX_BODY_BYTES,
+    workerMetricsPort: c.WORKER_METRICS_PORT,
   };
+}
+
+/**
+ * The demo's own settings, read only by `billing demo`: which services it runs on and where the
+ * embedded database keeps its data. Apart from Config because no other process has a mode.
+ */
+export const demoConfigSchema = z.object({
+  /** auto: the configured servers if both answer, else embedded; embedded: always; server: never embedded. */
+  DEMO_MODE: z.enum(['auto', 'embedded', 'server']).default('auto'),
+  /** The embedded databases' folder; `memory://` keeps them in memory (nothing survives the run). */
+  DEMO_PGLITE_DIR: z.string().default('var/demo-pglite'),
+});
+
+export interface DemoConfig {
+  mode: z.infer<typeof demoConfigSchema>['DEMO_MODE'];
+  /** Absolute folder, or undefined for in memory. */
+  pgliteDir: string | undefined;
+}
+
+export function loadDemoConfig(env: Record<string, string | undefined> = process.env, cwd = process.cwd()): DemoConfig {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = demoConfigSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`));
+  }
+  const dir = parsed.data.DEMO_PGLITE_DIR;
+  return { mode: parsed.data.DEMO_MODE, pgliteDir: dir === 'memory://' ? undefined : path.resolve(cwd, dir) };
 }
 
 /** Hides the password in a connection URL for logs and summaries. */

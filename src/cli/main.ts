@@ -1,11 +1,12 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { serve } from '@hono/node-server';
+import { Hono } from 'hono';
 import { ConfigError, loadConfig, redactUrl } from '../config';
 import { createDeps, closeDeps, type Deps } from '../deps';
 import { ensureDatabase, migrateLatest } from '../../adapters/db/database';
 import { createApp } from '../api/app';
-import { checkRedisPolicy, scheduleRepeatingJobs, startWorkers } from '../../jobs/worker';
-import { onShutdown, waitForServices } from '../process';
+import { type RunningWorkers, checkRedisPolicy, scheduleRepeatingJobs, startWorkers } from '../../jobs/worker';
+import { onShutdown, waitForServices, within } from '../process';
 import { importPartnerships, readImportFile } from '../use-cases/import-partnerships';
 import { ingestLocalFile } from '../use-cases/ingest-local-file';
 import { runBillingPeriod } from '../use-cases/run-billing-period';
@@ -13,6 +14,10 @@ import { deliverInvoice } from '../use-cases/deliver-invoice';
 import { PermanentError } from '../use-cases/errors';
 import { isPeriod } from '../core/period';
 import { runDemo } from './demo';
+import { registerStatusCommand } from './commands/status';
+import { bearerAuth } from '../api/auth';
+import { metricsRoutes } from '../api/routes/metrics';
+import { type Metrics, createMetrics } from '../metrics';
 import { registerReceivablesCommands } from './commands/receivables';
 import { registerRatingCommands } from './commands/rating';
 import { registerResendCommand } from './commands/resend';
@@ -32,31 +37,61 @@ async function withDeps(run: (deps: Deps) => Promise<void>): Promise<void> {
   }
 }
 
-function startApi(deps: Deps): { close(): Promise<void> } {
+function startApi(deps: Deps, metrics: Metrics): { close(): Promise<void> } {
   if (deps.config.adminTokens.length === 0) {
     throw new PermanentError('ADMIN_TOKENS is empty: set at least one token (16+ characters) before starting the API');
   }
-  const server = serve({ fetch: createApp(deps).fetch, hostname: deps.config.api.host, port: deps.config.api.port });
+  const server = serve({ fetch: createApp(deps, { metrics }).fetch, hostname: deps.config.api.host, port: deps.config.api.port });
   deps.logger.info({ host: deps.config.api.host, port: deps.config.api.port }, 'admin API listening');
+  return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/**
+ * A worker process without the API can still be scraped: WORKER_METRICS_PORT serves its job
+ * durations and process metrics (the queue and database gauges come from the API's /metrics).
+ */
+function startWorkerMetrics(deps: Deps, metrics: Metrics, port: number): { close(): Promise<void> } {
+  if (deps.config.adminTokens.length === 0) {
+    throw new PermanentError('WORKER_METRICS_PORT is set but ADMIN_TOKENS is empty: /metrics needs a token to read it');
+  }
+  const app = new Hono();
+  app.use('*', bearerAuth(deps.config.adminTokens));
+  app.route('/', metricsRoutes(metrics));
+  const server = serve({ fetch: app.fetch, hostname: deps.config.api.host, port });
+  deps.logger.info({ host: deps.config.api.host, port }, 'worker metrics listening');
   return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 /** Long-running processes: workers, the API, or both. They stay up until SIGTERM or SIGINT. */
 async function runServer(parts: { workers: boolean; api: boolean }): Promise<void> {
   const deps = createDeps(loadConfig());
-  await waitForServices(deps);
-  const workers = parts.workers ? startWorkers(deps) : undefined;
-  if (workers) {
+  // What has been started so far; a signal during startup stops only that.
+  const running: { workers?: RunningWorkers; api?: { close(): Promise<void> }; workerMetrics?: { close(): Promise<void> } } = {};
+  const grace = deps.config.shutdownGraceMs;
+  // Signal handlers first, so a SIGTERM during startup also stops cleanly. Workers stop taking jobs
+  // and get the grace period for active ones; the API stops listening; the hard deadline is a
+  // backstop for a connection that will not close.
+  onShutdown(
+    deps,
+    async () => {
+      await Promise.all([running.api?.close(), running.workerMetrics?.close(), running.workers?.close(grace)]);
+      // Jobs released after the grace period may still hold database connections in this process;
+      // exiting drops them and PostgreSQL rolls their transactions back, so do not wait for them.
+      await within(3000, closeDeps(deps)).catch((err: Error) => deps.logger.warn({ err: err.message }, 'connections did not close in time; exiting anyway'));
+    },
+    grace + 10_000,
+  );
+  await waitForServices(deps, 60_000, { requireCurrentSchema: true });
+  // One registry per process: the API's /metrics then includes the durations of this process's jobs.
+  const metrics = createMetrics(parts.api ? { db: deps.db, queues: deps.queues } : undefined);
+  if (parts.workers) {
+    running.workers = startWorkers(deps, undefined, { timings: metrics });
     await checkRedisPolicy(deps);
     await scheduleRepeatingJobs(deps);
     await deps.queues.enqueue('reconcile', {});
   }
-  const api = parts.api ? startApi(deps) : undefined;
-  onShutdown(deps, async () => {
-    await api?.close();
-    await workers?.close();
-    await closeDeps(deps);
-  });
+  if (parts.api) running.api = startApi(deps, metrics);
+  else if (deps.config.workerMetricsPort !== undefined) running.workerMetrics = startWorkerMetrics(deps, metrics, deps.config.workerMetricsPort);
 }
 
 export function buildCli(): Command {
@@ -101,7 +136,8 @@ export function buildCli(): Command {
           file,
           ...(opts.partner ? { partnerCode: opts.partner } : {}),
           ...(opts.supersedes ? { supersedes: opts.supersedes } : {}),
-          onProgress: (records) => process.stderr.write(`\r${records} records processed`),
+          onProgress: (done, total) =>
+            process.stderr.write(`\ringested ${done.toLocaleString('en-GB')} of ${total.toLocaleString('en-GB')} rows (${total > 0 ? Math.trunc((100 * done) / total) : 100}%)`),
         });
         process.stderr.write('\n');
         console.log(JSON.stringify(result, null, 2));
@@ -138,6 +174,7 @@ export function buildCli(): Command {
 
   registerReceivablesCommands(program, withDeps);
   registerRatingCommands(program, withDeps);
+  registerStatusCommand(program, withDeps);
   registerResendCommand(program, withDeps);
 
   return program;
