@@ -1,0 +1,155 @@
+import { spawn } from 'node:child_process';
+import { type WriteStream, createWriteStream } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { REPO_ROOT } from '../../bench/harness';
+
+interface WorkerProcess {
+  pid: number;
+  exited: Promise<string>;
+  hasExited(): boolean;
+  /** The last lines it wrote. */
+  output(): string[];
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  stop(graceMs: number): Promise<string>;
+}
+
+/** `node bin/billing.js worker`, its output appended to the run's worker log with its pid on each line. */
+function startWorker(env: Record<string, string>, log: WriteStream): WorkerProcess {
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'billing.js'), 'worker'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  if (child.pid === undefined) throw new Error('could not start a worker process');
+  const pid = child.pid;
+  const lines: string[] = [];
+  const collect = (chunk: string) => {
+    for (const line of chunk.split('\n')) {
+      if (!line.trim()) continue;
+      lines.push(line.length > 600 ? `${line.slice(0, 600)}...` : line);
+      log.write(`${pid} ${line}\n`);
+    }
+    if (lines.length > 100) lines.splice(0, lines.length - 100);
+  };
+  child.stdout.setEncoding('utf8').on('data', collect);
+  child.stderr.setEncoding('utf8').on('data', collect);
+  let done = false;
+  const exited = new Promise<string>((resolve) => {
+    child.on('exit', (code, signal) => {
+      done = true;
+      log.write(`${pid} -- exited: ${signal ? `signal ${signal}` : `code ${code}`}\n`);
+      resolve(signal ? `signal ${signal}` : `code ${code}`);
+    });
+  });
+  return {
+    pid,
+    exited,
+    hasExited: () => done,
+    output: () => [...lines],
+    async stop(graceMs) {
+      if (done) return exited;
+      child.kill('SIGTERM');
+      const outcome = await Promise.race([exited, sleep(graceMs, 'timeout' as const, { ref: false })]);
+      if (outcome !== 'timeout') return outcome;
+      child.kill('SIGKILL');
+      return `${await exited} (did not stop within ${graceMs} ms of SIGTERM)`;
+    },
+  };
+}
+
+export interface UnexpectedExit {
+  pid: number;
+  outcome: string;
+  lastLines: string[];
+}
+
+/**
+ * `billing worker` child processes, the entry point an operator runs. The suite kills them with
+ * SIGKILL and starts a replacement; an exit it did not cause is a crash, recorded (the worker must
+ * never crash on its own) and replaced so the run can finish and show everything else.
+ */
+export class WorkerPool {
+  private readonly slots: Array<WorkerProcess | undefined>;
+  private readonly killedByUs = new Set<number>();
+  private stopping = false;
+  readonly unexpectedExits: UnexpectedExit[] = [];
+  starts = 0;
+
+  private readonly logFile: WriteStream;
+
+  constructor(private readonly env: Record<string, string>, size: number, logPath: string, private readonly log: (message: string) => void) {
+    this.slots = Array.from({ length: size }, () => undefined);
+    this.logFile = createWriteStream(logPath, { flags: 'a' });
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  startAll(): void {
+    for (let i = 0; i < this.slots.length; i += 1) this.start(i);
+  }
+
+  start(slot: number): WorkerProcess {
+    const worker = startWorker(this.env, this.logFile);
+    this.starts += 1;
+    this.slots[slot] = worker;
+    void worker.exited.then((outcome) => {
+      if (this.killedByUs.has(worker.pid) || this.stopping) return;
+      this.unexpectedExits.push({ pid: worker.pid, outcome, lastLines: worker.output().slice(-30) });
+      this.log(`worker ${worker.pid} exited on its own (${outcome}); starting a replacement`);
+      if (this.slots[slot] === worker) this.start(slot);
+    });
+    return worker;
+  }
+
+  /** Slots with a live worker. */
+  live(): number[] {
+    return this.slots.flatMap((w, i) => (w && !w.hasExited() ? [i] : []));
+  }
+
+  pid(slot: number): number | undefined {
+    return this.slots[slot]?.pid;
+  }
+
+  /** SIGKILL: no shutdown handler runs, locks are not released, a half-sent email stays half-sent. */
+  kill(slot: number): number | undefined {
+    const worker = this.slots[slot];
+    if (!worker || worker.hasExited()) return undefined;
+    this.killedByUs.add(worker.pid);
+    process.kill(worker.pid, 'SIGKILL');
+    this.slots[slot] = undefined;
+    return worker.pid;
+  }
+
+  /** Kills every live worker at once; returns their pids. Synchronous, so it can run inside a server callback. */
+  killAll(): number[] {
+    return this.live().flatMap((slot) => {
+      const pid = this.kill(slot);
+      return pid === undefined ? [] : [pid];
+    });
+  }
+
+  /** Starts workers in the empty slots. */
+  refill(): number[] {
+    const started: number[] = [];
+    this.slots.forEach((w, i) => {
+      if (!w || w.hasExited()) started.push(this.start(i).pid);
+    });
+    return started;
+  }
+
+  /** SIGTERM every worker (graceful shutdown), SIGKILL after `graceMs`. */
+  async stopAll(graceMs = 45_000): Promise<string[]> {
+    this.stopping = true;
+    return Promise.all(this.slots.map((w) => (w ? w.stop(graceMs) : Promise.resolve('not running'))));
+  }
+
+  /** SIGKILL whatever is left, for cleanup after a failure. */
+  killRemaining(): void {
+    this.stopping = true;
+    for (const w of this.slots) if (w && !w.hasExited()) process.kill(w.pid, 'SIGKILL');
+    this.logFile.end();
+  }
+}
