@@ -3,8 +3,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 /**
- * Synthetic feeds for the demo partnership NRF-ACME (customer ACME, fixtures/demo/partnerships.yaml):
- * the canonical CSV and XML layouts, every row valid, so the benchmark measures the pipeline and not
+ * Synthetic feeds for the partnership NRF-ACME of bench/fixtures/ingest-partnerships.yaml (the demo's
+ * ACME with graduated tiers and a 10 % discount on CPU hours, and m.chen split three ways): the
+ * canonical CSV and XML layouts, every row valid, so the benchmark measures the pipeline and not
  * error reporting. Rows come from a seeded generator, so the CSV and the XML of one size hold the
  * same usages and every run writes the same bytes. Files are written chunk by chunk through a
  * stream pipeline (which waits on `drain`), never assembled in memory.
@@ -29,8 +30,23 @@ export interface BenchUsage {
 export interface FeedStats {
   rows: number;
   bytes: number;
-  /** Rows of the split user (m.chen) without an account of their own: each becomes two billing records. */
+  /** Rows of the split user (m.chen) without an account of their own: each becomes SPLIT_WAYS billing records. */
   splitRows: number;
+}
+
+/** How many accounts the split user's usages are shared over (bench/fixtures/ingest-partnerships.yaml). */
+export const SPLIT_WAYS = 3;
+
+/** Billing records a feed should end with once rated. */
+export function expectedRecords(stats: FeedStats): number {
+  return stats.rows + (SPLIT_WAYS - 1) * stats.splitRows;
+}
+
+/** Which usages a feed holds: `count` of them, ids from `firstId`, drawn from `seed`. */
+export interface FeedSpec {
+  count: number;
+  firstId?: number;
+  seed?: number;
 }
 
 interface ProductShape {
@@ -63,7 +79,7 @@ const PRODUCTS: readonly ProductShape[] = [
   },
 ];
 
-// m.chen has the 60/40 split in the fixture, so they appear twice as often as anyone else.
+// m.chen has the three-way split in the fixture, and appears twice as often as anyone else.
 const USERS = ['m.chen', 'm.chen', 'a.patel', 'r.okafor', 'j.lee', 'k.nakamura', 's.novak', 'l.garcia', 't.olsen'] as const;
 const ACCOUNTS = ['ACME-OPS', 'GRANT-4471', 'GRANT-5120'] as const;
 const SPLIT_USER = 'm.chen';
@@ -105,13 +121,13 @@ function isoMinute(ms: number): string {
 }
 
 export function usageId(n: number): string {
-  return `ACME-U${String(n).padStart(7, '0')}`;
+  return `ACME-U${String(n).padStart(8, '0')}`;
 }
 
-/** The n usages of a feed, 1..n, the same for the same seed. */
-export function* benchUsages(count: number, seed = 20261001): Generator<BenchUsage> {
+/** The usages of a feed, ids firstId..firstId+count-1, the same for the same seed. */
+export function* benchUsages(count: number, seed = 20261001, firstId = 1): Generator<BenchUsage> {
   const random = seededRandom(seed);
-  for (let n = 1; n <= count; n += 1) {
+  for (let n = firstId; n < firstId + count; n += 1) {
     const product = pick(PRODUCTS, random);
     const user = pick(USERS, random);
     const account = random() < 0.15 ? pick(ACCOUNTS, random) : '';
@@ -154,7 +170,7 @@ export function xmlRecord(u: BenchUsage): string {
 
 /** Header, rows in chunks of ROWS_PER_CHUNK, footer; counts what it hands out. */
 function* feedChunks(
-  count: number,
+  spec: FeedSpec,
   header: string,
   footer: string,
   render: (u: BenchUsage) => string,
@@ -167,7 +183,7 @@ function* feedChunks(
   yield emit(header);
   let chunk = '';
   let inChunk = 0;
-  for (const usage of benchUsages(count)) {
+  for (const usage of benchUsages(spec.count, spec.seed, spec.firstId)) {
     chunk += render(usage);
     stats.rows += 1;
     if (usage.user === SPLIT_USER && usage.account === '') stats.splitRows += 1;
@@ -188,11 +204,13 @@ async function writeFeed(file: string, chunks: (stats: FeedStats) => Generator<s
   return stats;
 }
 
-export function writeCsvFeed(file: string, count: number): Promise<FeedStats> {
-  return writeFeed(file, (stats) => feedChunks(count, CSV_HEADER, '', csvRow, stats));
+export function writeCsvFeed(file: string, spec: FeedSpec | number): Promise<FeedStats> {
+  const s = typeof spec === 'number' ? { count: spec } : spec;
+  return writeFeed(file, (stats) => feedChunks(s, CSV_HEADER, '', csvRow, stats));
 }
 
-export function writeXmlFeed(file: string, count: number): Promise<FeedStats> {
+export function writeXmlFeed(file: string, spec: FeedSpec | number): Promise<FeedStats> {
+  const s = typeof spec === 'number' ? { count: spec } : spec;
   const header = `<?xml version="1.0" encoding="UTF-8"?>\n<usageFeed partner="${BENCH_PARTNER}">\n`;
-  return writeFeed(file, (stats) => feedChunks(count, header, '</usageFeed>\n', xmlRecord, stats));
+  return writeFeed(file, (stats) => feedChunks(s, header, '</usageFeed>\n', xmlRecord, stats));
 }

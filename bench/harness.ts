@@ -42,6 +42,30 @@ export interface BenchContext {
   cpuProf: boolean;
   signal: AbortSignal;
   log(message: string): void;
+  /** INGEST_CHUNK_ROWS for the engine processes the benchmarks start. */
+  chunkRows: number;
+  /** What the engine processes run: dist/ as built at the start of the run, or the sources through tsx. */
+  engine: 'dist' | 'sources';
+  /** Files in the batch that one and then two workers ingest (bench scale). */
+  files: number;
+  /** Also measure the worker's peak RSS on a CSV feed of this many rows (bench ingest; 0: not). */
+  rssRows: number;
+  /** How far that feed goes: parsed (ingest only) or rated. */
+  rssUntil: 'parsed' | 'rated';
+  /** How far the ingest and scale benchmarks' files go: parsed (ingest only) or rated (the default). */
+  until: 'parsed' | 'rated';
+  /** Requests per second on GET /queues while a feed is ingested (bench api). */
+  apiRate: number;
+}
+
+/** The environment every engine process of a benchmark gets, beyond its database, queues and folders. */
+export function engineEnv(ctx: BenchContext): Record<string, string> {
+  return {
+    LOG_LEVEL: 'warn',
+    INBOX_SETTLE_MS: '0',
+    INGEST_CHUNK_ROWS: String(ctx.chunkRows),
+    ...(ctx.engine === 'dist' ? { BILLING_FROM_DIST: '1' } : { BILLING_FROM_SOURCE: '1' }),
+  };
 }
 
 export interface Services {
@@ -132,6 +156,41 @@ export async function preflight(databaseUrl: string, redisUrl: string): Promise<
   }
   if (problems.length > 0) throw new BenchSetupError(problems.join('\n'));
   return services;
+}
+
+/**
+ * The same server, another database: each benchmark of issue 7 has its own (billing_bench_ingest,
+ * ...), so that running one does not drop another's, or the rating benchmark's, mid-run.
+ */
+export function namedDatabaseUrl(databaseUrl: string, name: string): string {
+  const url = new URL(databaseUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** The partnership the ingest benchmarks bill: graduated tiers, a 10 % discount, a three-way split. */
+export const INGEST_PARTNERSHIPS = path.join(REPO_ROOT, 'bench', 'fixtures', 'ingest-partnerships.yaml');
+
+/** Migrates a fresh bench database and imports the ingest benchmarks' partnership. */
+export async function prepareIngestSchema(deps: Deps): Promise<void> {
+  await migrateLatest(deps.db);
+  await importPartnerships(deps, await readImportFile(INGEST_PARTNERSHIPS), 'bench');
+}
+
+/**
+ * Compiles the engine to dist/ (npm run build), which worker and API processes then run (see
+ * bin/billing.js). If the build fails (someone's work in progress does not type-check), they run
+ * the TypeScript sources through tsx instead, and the report says so: memory figures differ.
+ */
+export async function buildEngine(log: (message: string) => void): Promise<'dist' | 'sources'> {
+  try {
+    const run = await runTimed(process.execPath, [path.join(REPO_ROOT, 'bin', 'build.js')], { timeoutMs: 300_000 });
+    log(`engine compiled to dist/ in ${(run.ms / 1000).toFixed(1)} s`);
+    return 'dist';
+  } catch (err) {
+    log(`npm run build failed, so the engine runs from its TypeScript sources through tsx: ${describeError(err).slice(0, 300)}`);
+    return 'sources';
+  }
 }
 
 /** Drops and recreates the bench database, empty; prepareSchema migrates it and imports the partnerships. */
@@ -240,13 +299,18 @@ export interface WorkerProcess {
  * runs, in its own process, so its memory is measured alone.
  */
 export function startWorker(env: Record<string, string>, opts: { cpuProfDir?: string } = {}): WorkerProcess {
+  return startEngine('worker', env, opts);
+}
+
+/** `node bin/billing.js <command>` (worker or api) in its own process, with its output kept. */
+export function startEngine(command: 'worker' | 'api', env: Record<string, string>, opts: { cpuProfDir?: string } = {}): WorkerProcess {
   const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin', 'billing.js'), 'worker'], {
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin', 'billing.js'), command], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  if (child.pid === undefined) throw new Error('could not start the worker process');
+  if (child.pid === undefined) throw new Error(`could not start the ${command} process`);
   const lines: string[] = [];
   const collect = (chunk: string) => {
     for (const line of chunk.split('\n')) if (line.trim()) lines.push(line.length > 400 ? `${line.slice(0, 400)}...` : line);
@@ -303,4 +367,35 @@ export function commandLine(): string {
   const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
   const args = process.argv.slice(2).map(quote).join(' ');
   return process.env.npm_lifecycle_event === 'bench' ? `npm run bench -- ${args}` : `node --import tsx bench/main.ts ${args}`;
+}
+
+/**
+ * Waits until `count` worker processes are connected to the ingest queues (BullMQ lists its workers'
+ * connections), each having run the start-up it does before taking jobs.
+ */
+export async function waitForWorkers(deps: Deps, workers: WorkerProcess[], signal: AbortSignal, timeoutMs = 90_000): Promise<void> {
+  const started = Date.now();
+  for (;;) {
+    for (const w of workers) {
+      if (w.hasExited()) throw new Error(`a worker exited during start-up (${await w.exited}):\n${w.output().slice(-20).join('\n')}`);
+    }
+    const connected = await deps.queues.get('ingest-chunk').getWorkersCount();
+    if (connected >= workers.length) return;
+    if (Date.now() - started > timeoutMs) throw new Error(`only ${connected} of ${workers.length} workers were ready within ${timeoutMs} ms`);
+    await sleep(100, undefined, { signal });
+  }
+}
+
+/** A free TCP port on this machine, for a process the benchmark starts. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
 }

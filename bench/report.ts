@@ -1,3 +1,7 @@
+import os from 'node:os';
+import { redactUrl } from '../src/config';
+import type { Services } from './harness';
+
 /**
  * A benchmark's results as one table: each figure next to the baseline measured in the same run,
  * their ratio, the target from the issue, and whether it was met. Printed as a Markdown table so it
@@ -86,4 +90,46 @@ export function renderReport(report: BenchReport): string {
     ...(report.notes.length ? ['', ...report.notes] : []),
     '',
   ].join('\n');
+}
+
+/** Machine, services and where the run went, one line each. */
+export function environmentLines(services: Services, ctx: { databaseUrl: string; redisUrl: string }): string[] {
+  return [
+    `node ${process.version}, PostgreSQL ${services.postgres}, Redis ${services.redis} (maxmemory-policy ${services.redisPolicy}), ${services.psql}`,
+    `${os.cpus()[0]?.model ?? 'cpu'} x ${os.cpus().length}, ${formatMb(os.totalmem() / 1024)} RAM, ${os.type()} ${os.release()}, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the end`,
+    `database server ${redactUrl(ctx.databaseUrl)}, redis ${redactUrl(ctx.redisUrl)}`,
+  ];
+}
+
+/**
+ * Several benchmarks' results as one table (issue 7: "prints one table"), then each benchmark's
+ * notes: how it was measured, timelines, counts.
+ */
+export function renderCombined(reports: BenchReport[], header: { command: string; startedAt: Date; finishedAt: Date; environment: string[] }): string {
+  const rows = reports.flatMap((r) => r.rows);
+  const misses = rows.filter((r) => r.target && !r.target.met).length;
+  const targets = rows.filter((r) => r.target).length;
+  return [
+    `## billing-engine benchmarks`,
+    '',
+    `command:  ${header.command}`,
+    `started:  ${header.startedAt.toISOString()}    finished: ${header.finishedAt.toISOString()} (${formatSeconds(header.finishedAt.getTime() - header.startedAt.getTime())})`,
+    ...header.environment.map((e) => `          ${e}`),
+    '',
+    renderTable(rows),
+    '',
+    `${targets - misses} of ${targets} targets met${misses ? `, ${misses} missed` : ''}.`,
+    ...reports.flatMap((r) => ['', `### ${r.title}`, ...(r.notes.length ? ['', ...r.notes] : [])]),
+    '',
+  ].join('\n');
+}
+
+/** `value >= limit`, with the target written the way the issue writes it. */
+export function atLeast(value: number, limit: number, text: string): Target {
+  return { text, met: Number.isFinite(value) && value >= limit };
+}
+
+/** `value < limit`, with the target written the way the issue writes it. */
+export function below(value: number, limit: number, text: string): Target {
+  return { text, met: Number.isFinite(value) && value < limit };
 }
