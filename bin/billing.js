@@ -42,7 +42,8 @@ function distIsFresh() {
   }
   const sources = Math.max(...['src', 'jobs', 'adapters'].map((d) => newestSource(path.join(root, d))));
   if (sources <= built || process.env.BILLING_FROM_DIST === '1') return true;
-  process.stderr.write('billing: dist/ is older than the sources; running the sources through tsx (npm run build to refresh it)\n');
+  // Said to a person at a terminal only: scripts and tests read stderr for the command's own errors.
+  if (process.stderr.isTTY) process.stderr.write('billing: dist/ is older than the sources; running the sources through tsx (npm run build to refresh it)\n');
   return false;
 }
 
