@@ -73,8 +73,8 @@ export function startWorkers(deps: Deps, queues: readonly QueueName[] = QUEUE_NA
         concurrency: concurrency[name] ?? 1,
         // Locks are renewed every lockDuration/2 while a job runs; a worker that dies loses its lock and
         // the job is handed to another. A job that stalls twice fails and waits for an operator.
-        lockDuration: 60_000,
-        stalledInterval: 30_000,
+        lockDuration: deps.config.workerLocks.lockDurationMs,
+        stalledInterval: deps.config.workerLocks.stalledIntervalMs,
         maxStalledCount: 1,
       },
     );
@@ -120,13 +120,90 @@ export function startWorkers(deps: Deps, queues: readonly QueueName[] = QUEUE_NA
   };
 }
 
+/** The job schedulers the workers keep in Redis: queue and scheduler id. */
+export const REPEATING_JOBS: ReadonlyArray<readonly [QueueName, string]> = [
+  ['inbox-scan', 'inbox-scan'],
+  ['reconcile', 'reconcile'],
+  ['billing-run', 'monthly-close'],
+];
+
 /** Repeating jobs: the inbox scan, the reconciler, and the monthly close on the first days of each month. */
 export async function scheduleRepeatingJobs(deps: Deps): Promise<void> {
   await deps.queues.get('inbox-scan').upsertJobScheduler('inbox-scan', { every: deps.config.inbox.scanEveryMs }, { name: 'inbox-scan', data: {} });
   await deps.queues.get('reconcile').upsertJobScheduler('reconcile', { every: 60_000 }, { name: 'reconcile', data: {} });
-  // Daily on days 1-5 at 06:00 UTC: a period closes at different instants in different time zones,
-  // and a run finds nothing to do for partnerships already invoiced.
+  // Daily on days 1-5 at 06:00 UTC: a period closes at different instants in different time zones.
+  // Each firing closes the month before under one billing run per period (its request key), which
+  // the later days carry on for partnerships whose period had not ended yet.
   await deps.queues.get('billing-run').upsertJobScheduler('monthly-close', { pattern: '0 6 1-5 * *', tz: 'UTC' }, { name: 'billing-run', data: { requestedBy: 'scheduler' } });
+}
+
+export interface RepeatingJobsKeeper {
+  /**
+   * Looks now: when a scheduler is missing (Redis lost its data), registers them all again and
+   * enqueues a reconcile. `reconcile: true` enqueues one in any case. Resolves true when it enqueued
+   * a reconcile. Checks run one after another.
+   */
+  check(reason: string, opts?: { reconcile?: boolean }): Promise<boolean>;
+  stop(): void;
+}
+
+/**
+ * Registers the repeating jobs, enqueues the start-up reconcile, and keeps both true while the
+ * process runs. Redis holds work, not facts: when it loses its data (FLUSHALL, a restart without
+ * persistence, a failover to an empty replica) the schedulers go with it, and with them the
+ * reconciler that puts PostgreSQL's unfinished work back on the queues. So every
+ * `SCHEDULE_CHECK_EVERY_MS` this checks that each scheduler is still there and, if one is not,
+ * registers them again and reconciles at once; and each time the Redis connection is ready again
+ * after a drop it reconciles in any case, since even a restart that kept its snapshot may have lost
+ * the jobs added after it. Every worker process runs one; registering and reconciling are safe to
+ * do twice.
+ */
+export async function keepRepeatingJobs(deps: Deps, opts: { checkEveryMs?: number } = {}): Promise<RepeatingJobsKeeper> {
+  const log = deps.logger.child({ component: 'repeating-jobs' });
+  await scheduleRepeatingJobs(deps);
+  await deps.queues.enqueue('reconcile', {});
+  const runCheck = async (reason: string, reconcileAnyway: boolean): Promise<boolean> => {
+    const missing: string[] = [];
+    for (const [queue, id] of REPEATING_JOBS) {
+      if (!(await deps.queues.get(queue).getJobScheduler(id))) missing.push(id);
+    }
+    if (missing.length > 0) {
+      log.warn({ missing, reason }, 'repeating jobs are missing from Redis (its data was lost); registering them again and reconciling from PostgreSQL');
+      await scheduleRepeatingJobs(deps);
+    } else if (reconcileAnyway) {
+      log.info({ reason }, 'reconciling from PostgreSQL');
+    }
+    if (missing.length === 0 && !reconcileAnyway) return false;
+    await deps.queues.enqueue('reconcile', {});
+    return true;
+  };
+  // Checks run one after another; a periodic one is skipped while another is under way (waiting,
+  // say, for Redis to come back).
+  let busy = 0;
+  let chain: Promise<unknown> = Promise.resolve();
+  const check = (reason: string, o: { reconcile?: boolean } = {}): Promise<boolean> => {
+    busy += 1;
+    const run = chain.then(() => runCheck(reason, o.reconcile === true)).finally(() => {
+      busy -= 1;
+    });
+    chain = run.catch(() => undefined);
+    return run;
+  };
+  const onError = (err: unknown) => log.warn({ err: (err as Error).message }, 'could not check the repeating jobs; trying again at the next check');
+  const timer = setInterval(() => {
+    if (busy === 0) void check('periodic check').catch(onError);
+  }, opts.checkEveryMs ?? deps.config.scheduleCheckEveryMs);
+  timer.unref();
+  // 'ready' comes again each time ioredis has reconnected (the start-up one came before this).
+  const onReady = () => void check('redis connection ready again', { reconcile: true }).catch(onError);
+  if (deps.queueStore.kind === 'redis') deps.redis.on('ready', onReady);
+  return {
+    check,
+    stop() {
+      clearInterval(timer);
+      if (deps.queueStore.kind === 'redis') deps.redis.off('ready', onReady);
+    },
+  };
 }
 
 /** Warns when Redis may evict BullMQ's keys under memory pressure, which loses jobs silently. */

@@ -35,6 +35,8 @@ describe('loadConfig: defaults', () => {
     shutdownGraceMs: 30_000,
     apiMaxBodyBytes: 1024 ** 2,
     workerMetricsPort: undefined,
+    workerLocks: { lockDurationMs: 60_000, stalledIntervalMs: 30_000 },
+    scheduleCheckEveryMs: 60_000,
   };
 
   it('an empty environment gives the documented defaults', () => {
@@ -103,6 +105,23 @@ describe('loadConfig: values', () => {
     const c = loadConfig({ INBOX_DIR: dir, OUTBOX_DIR: dir }, CWD);
     expect(c.inboxDir).toBe(expected);
     expect(c.outboxDir).toBe(expected);
+  });
+});
+
+describe('loadConfig: worker locks and the schedule check', () => {
+  it('reads the lock duration, the stall check interval and the schedule check interval', () => {
+    const c = loadConfig({ WORKER_LOCK_DURATION_MS: '120000', WORKER_STALLED_INTERVAL_MS: '15000', SCHEDULE_CHECK_EVERY_MS: '5000' }, CWD);
+    expect(c.workerLocks).toEqual({ lockDurationMs: 120_000, stalledIntervalMs: 15_000 });
+    expect(c.scheduleCheckEveryMs).toBe(5000);
+  });
+
+  it('refuses values that are not whole milliseconds, or too short for a lock renewed every half of its duration', () => {
+    expect(configError({ WORKER_LOCK_DURATION_MS: '500', WORKER_STALLED_INTERVAL_MS: '2.5', SCHEDULE_CHECK_EVERY_MS: 'often' }).problems).toEqual([
+      'WORKER_LOCK_DURATION_MS: must be at least 1000 (the lock is renewed every half of it)',
+      'WORKER_STALLED_INTERVAL_MS: Invalid input: expected int, received number',
+      'SCHEDULE_CHECK_EVERY_MS: Invalid input: expected number, received NaN',
+    ]);
+    expect(configError({ WORKER_STALLED_INTERVAL_MS: '0' }).problems).toEqual(['WORKER_STALLED_INTERVAL_MS: Too small: expected number to be >=1000']);
   });
 });
 

@@ -53,6 +53,15 @@ export const configSchema = z.object({
   API_MAX_BODY_BYTES: positiveInt(1024 ** 2),
   /** `billing worker` serves its own /metrics (job durations, process) on this port when set. */
   WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /**
+   * How long a worker's lock on a running job lasts; the worker renews it every half of this. A job
+   * whose worker died is taken over by another once the lock has run out (and a stall check sees it).
+   */
+  WORKER_LOCK_DURATION_MS: z.coerce.number().int().min(1000, 'must be at least 1000 (the lock is renewed every half of it)').max(3_600_000).default(60_000),
+  /** How often each worker looks for jobs whose lock ran out (their worker died or froze) and hands them to another. */
+  WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(1000).max(3_600_000).default(30_000),
+  /** How often a worker checks that its repeating jobs (inbox scan, reconciler, monthly close) are still in Redis, and puts them back if not. */
+  SCHEDULE_CHECK_EVERY_MS: z.coerce.number().int().min(1000).max(3_600_000).default(60_000),
 });
 
 export type ConfigInput = z.input<typeof configSchema>;
@@ -76,6 +85,9 @@ export interface Config {
   shutdownGraceMs: number;
   apiMaxBodyBytes: number;
   workerMetricsPort: number | undefined;
+  /** BullMQ worker lock and stall check (WORKER_LOCK_DURATION_MS, WORKER_STALLED_INTERVAL_MS). */
+  workerLocks: { lockDurationMs: number; stalledIntervalMs: number };
+  scheduleCheckEveryMs: number;
 }
 
 export class ConfigError extends Error {
@@ -117,6 +129,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     shutdownGraceMs: c.SHUTDOWN_GRACE_MS,
     apiMaxBodyBytes: c.API_MAX_BODY_BYTES,
     workerMetricsPort: c.WORKER_METRICS_PORT,
+    workerLocks: { lockDurationMs: c.WORKER_LOCK_DURATION_MS, stalledIntervalMs: c.WORKER_STALLED_INTERVAL_MS },
+    scheduleCheckEveryMs: c.SCHEDULE_CHECK_EVERY_MS,
   };
 }
 

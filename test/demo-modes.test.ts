@@ -108,7 +108,7 @@ describe('npm run demo in both modes', () => {
     const embedded = await performDemo({ env: embeddedEnv(), print: (line) => lines.push(line) });
     expect(lines[0]).toBe(`billing demo, mode: ${DEMO_MODE_NAMES.embedded}`);
     expect(lines[1]).toMatch(/PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/billing unusable .*; Redis at redis:\/\/127\.0\.0\.1:1 unusable/);
-    expect(lines[2]).toMatch(/^database: embedded, kept in .*pglite \(created\), served at postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres, 8 migration\(s\) applied$/);
+    expect(lines[2]).toMatch(/^database: embedded, kept in .*pglite \(created\), served at postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres, 9 migration\(s\) applied$/);
     expect(embedded.mode).toBe('embedded');
 
     expect(invoicesOf(embedded)).toEqual(invoicesOf(onServers));

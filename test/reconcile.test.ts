@@ -1,5 +1,11 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../bench/harness';
+import { REPEATING_JOBS, keepRepeatingJobs } from '../jobs/worker';
 import { moveInto, resolveInside, storedPath } from '../adapters/inbox/inbox-store';
 import { DEMO_DIR, DEMO_PERIOD, dropDemoFeeds } from '../src/cli/demo';
 import type { Deps } from '../src/deps';
@@ -14,6 +20,7 @@ import { findInvariantViolations } from './support/invariants';
 import { loseQueueData } from './support/redis-keys';
 import { type SmtpSink, startSmtpSink } from './support/smtp-sink';
 import { type TestContext, createTestContext } from './support/test-context';
+import { Cleanup, OwnRedis } from './faults/services';
 
 /**
  * Reliability case 26: Redis losing its data loses no work. Each world here loses every key under
@@ -207,5 +214,133 @@ describe('reconcile: billing runs whose job is gone', () => {
     expect(waiting.map(([, id]) => id)).not.toContain(queuedJustNow);
     // In hand now: a second pass adds nothing.
     expect(await reconcile(ctx.deps)).toEqual({ ...NOTHING, awaitingOperator: [] });
+  });
+});
+
+/**
+ * Redis losing its data under running workers takes the schedulers with it, and with them the
+ * reconciler. The workers put them back themselves (keepRepeatingJobs): on a timer when a scheduler
+ * is missing, and whenever their Redis connection is ready again after a drop. These worlds run on
+ * a private Redis that is really flushed and restarted; the shared one is never touched. Unfinished
+ * work that only PostgreSQL remembers: a file registered while its queue was paused, so that its
+ * job was still waiting in Redis when Redis lost it (the pause flag goes too).
+ */
+describe('running workers put their schedulers back after Redis lost its data, without a restart', () => {
+  const cleanup = new Cleanup();
+  const own: TestContext[] = [];
+  const stopProcesses: Array<() => Promise<unknown>> = [];
+  let dir: string;
+  let redis: OwnRedis;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'billing-redis-loss-'));
+    redis = await OwnRedis.start(path.join(dir, 'redis'), cleanup);
+  });
+
+  afterAll(async () => {
+    // The worker process, then the worlds (they delete their keys from the private Redis), then Redis.
+    for (const stop of stopProcesses) await stop();
+    for (const c of own) await c.close();
+    await cleanup.run();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function privateWorld(env: Record<string, string>): Promise<TestContext> {
+    const c = await createTestContext({ env: { REDIS_URL: redis.url, MAIL_FROM, ...env } });
+    own.push(c);
+    // While the private Redis restarts, BullMQ would print each refused reconnect of an unheard queue.
+    for (const q of c.deps.queues.all()) q.on('error', () => undefined);
+    await importDemoPartnerships(c.deps);
+    return c;
+  }
+
+  const schedulerIds = async (deps: Deps) =>
+    (await Promise.all(REPEATING_JOBS.map(async ([queue, id]) => ((await deps.queues.get(queue).getJobScheduler(id)) ? id : undefined)))).filter((id) => id !== undefined);
+
+  /** A file that PostgreSQL has as received, whose ingest job waits in a paused queue. */
+  async function fileWaitingInRedis(deps: Deps, name: string, usageId: string): Promise<number> {
+    await deps.queues.get('ingest-file').pause();
+    await dropSettled(deps, 'ACME', name, `usage_id,product,user,quantity,start_time\n${usageId},CPU_HOUR,a.patel,10,2026-10-05T09:00:00Z\n`);
+    await scanInbox(deps);
+    // Registered by this scan or by a worker's scheduled one; either way its job is queued now.
+    const file = await deps.db('usage_files').where('name', name).first<{ id: string } | undefined>('id');
+    expect(file).toBeDefined();
+    const fileId = Number(file!.id);
+    expect(await fileRow(deps, fileId)).toMatchObject({ status: 'received' });
+    expect(await deps.queues.get('ingest-file').getJobState(`ingest-file-${fileId}`)).toBe('waiting');
+    return fileId;
+  }
+
+  it('FLUSHALL under a running `billing worker` process: its check puts the schedulers back and the reconciler re-enqueues the file', { timeout: 120_000 }, async () => {
+    const c = await privateWorld({});
+    const { deps } = c;
+    const lines: Array<{ msg: string; missing?: string[] }> = [];
+    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'billing.js'), 'worker'], {
+      cwd: REPO_ROOT,
+      env: {
+        ...process.env,
+        DATABASE_URL: c.databaseUrl,
+        REDIS_URL: redis.url,
+        QUEUE_PREFIX: deps.config.queuePrefix,
+        INBOX_DIR: c.inboxDir,
+        OUTBOX_DIR: c.outboxDir,
+        INBOX_SETTLE_MS: '0',
+        LOG_LEVEL: 'info',
+        SCHEDULE_CHECK_EVERY_MS: '1000',
+      },
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    stopProcesses.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    });
+    let buffered = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      const parts = (buffered + chunk).split('\n');
+      buffered = parts.pop() ?? '';
+      for (const p of parts) {
+        try {
+          lines.push(JSON.parse(p) as { msg: string });
+        } catch {
+          // not a log line
+        }
+      }
+    });
+    await expect.poll(() => schedulerIds(deps), { timeout: 60_000, interval: 250 }).toEqual(['inbox-scan', 'reconcile', 'monthly-close']);
+    const fileId = await fileWaitingInRedis(deps, 'flushed.csv', 'FLUSH-1');
+
+    await redis.flushAll();
+
+    await expect.poll(async () => (await fileRow(deps, fileId)).status, { timeout: 60_000, interval: 250 }).toBe('rated');
+    expect(await deps.db('product_usages').where('source_file_id', fileId).pluck('external_id')).toEqual(['FLUSH-1']);
+    expect(await schedulerIds(deps)).toEqual(['inbox-scan', 'reconcile', 'monthly-close']);
+    const noticed = lines.filter((l) => l.msg.startsWith('repeating jobs are missing from Redis'));
+    expect(noticed.length).toBeGreaterThanOrEqual(1);
+    expect(noticed[0]!.missing).toContain('reconcile');
+    // The same process all along: never restarted.
+    expect(child.exitCode).toBeNull();
+    expect(lines.filter((l) => l.msg === 'workers started')).toHaveLength(1);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+
+  it('Redis restarted without persistence: the reconnect alone puts the schedulers back and reconciles', { timeout: 120_000 }, async () => {
+    // A periodic check an hour away: only the reconnect can explain the recovery.
+    const c = await privateWorld({ SCHEDULE_CHECK_EVERY_MS: '3600000', INBOX_SCAN_EVERY_MS: '3600000' });
+    const { deps } = c;
+    c.workers();
+    const keeper = await keepRepeatingJobs(deps);
+    try {
+      expect(await schedulerIds(deps)).toEqual(['inbox-scan', 'reconcile', 'monthly-close']);
+      const fileId = await fileWaitingInRedis(deps, 'restarted.csv', 'RESTART-1');
+
+      await redis.restart('lose-data', 500);
+      await expect.poll(async () => (await fileRow(deps, fileId)).status, { timeout: 60_000, interval: 250 }).toBe('rated');
+      expect(await deps.db('product_usages').where('source_file_id', fileId).pluck('external_id')).toEqual(['RESTART-1']);
+      expect(await schedulerIds(deps)).toEqual(['inbox-scan', 'reconcile', 'monthly-close']);
+    } finally {
+      keeper.stop();
+    }
   });
 });

@@ -141,3 +141,38 @@ describe('bad input and infrastructure faults (case 29)', () => {
     expect(await ctx.deps.db('product_usages').where('source_file_id', fileId).orderBy('external_id').pluck<string[]>('external_id')).toEqual(['Q-1', 'Q-2']);
   });
 });
+
+describe('worker locks from the configuration (WORKER_LOCK_DURATION_MS, WORKER_STALLED_INTERVAL_MS)', () => {
+  it('takes over the job of a worker that died, within the configured lock and stall check rather than the defaults', { timeout: 60_000 }, async () => {
+    const ctx = await createTestContext({ env: { WORKER_LOCK_DURATION_MS: '1000', WORKER_STALLED_INTERVAL_MS: '1000' } });
+    worlds.push(ctx);
+    await importDemoPartnerships(ctx.deps);
+    await dropSettled(ctx.deps, 'ACME', 'orphaned.csv', FEED);
+    const fileId = (await scanInbox(ctx.deps))[0]!.fileId;
+    const queue = ctx.deps.queues.get('ingest-file');
+    const jobId = `ingest-file-${fileId}`;
+
+    // A worker takes the job and dies with it: its lock (1 s, never renewed) runs out, nobody finishes the job.
+    const dying: Worker = new Worker('ingest-file', () => new Promise<unknown>(() => undefined), {
+      connection: { url: ctx.deps.config.redisUrl },
+      prefix: ctx.deps.config.queuePrefix,
+      lockDuration: 1000,
+      skipLockRenewal: true,
+      // A stall check holds off every other worker's on the queue for its interval: leave them to the engine's.
+      skipStalledCheck: true,
+    });
+    dying.on('error', () => undefined);
+    await expect.poll(() => queue.getJobState(jobId), { timeout: 10_000, interval: 50 }).toBe('active');
+    await dying.close(true);
+
+    const started = Date.now();
+    const running = ctx.workers();
+    expect(running.workers.map((w) => [w.name, w.opts.lockDuration, w.opts.stalledInterval])).toEqual(running.workers.map((w) => [w.name, 1000, 1000]));
+    // With the defaults (a 30 s stall check) this takes half a minute or more.
+    await expect.poll(async () => (await fileRow(ctx.deps, fileId)).status, { timeout: 10_000, interval: 100 }).toBe('rated');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const job = await queue.getJob(jobId);
+    expect(job?.stalledCounter).toBe(1);
+    expect(await ctx.deps.db('product_usages').where('source_file_id', fileId).orderBy('external_id').pluck<string[]>('external_id')).toEqual(['Q-1', 'Q-2']);
+  });
+});

@@ -5,7 +5,7 @@ import { ConfigError, loadConfig, redactUrl } from '../config';
 import { createDeps, closeDeps, type Deps } from '../deps';
 import { ensureDatabase, migrateLatest } from '../../adapters/db/database';
 import { createApp } from '../api/app';
-import { type RunningWorkers, checkRedisPolicy, scheduleRepeatingJobs, startWorkers } from '../../jobs/worker';
+import { type RepeatingJobsKeeper, type RunningWorkers, checkRedisPolicy, keepRepeatingJobs, startWorkers } from '../../jobs/worker';
 import { onShutdown, waitForServices, within } from '../process';
 import { importPartnerships, readImportFile } from '../use-cases/import-partnerships';
 import { ingestLocalFile } from '../use-cases/ingest-local-file';
@@ -66,7 +66,7 @@ function startWorkerMetrics(deps: Deps, metrics: Metrics, port: number): { close
 async function runServer(parts: { workers: boolean; api: boolean }): Promise<void> {
   const deps = createDeps(loadConfig());
   // What has been started so far; a signal during startup stops only that.
-  const running: { workers?: RunningWorkers; api?: { close(): Promise<void> }; workerMetrics?: { close(): Promise<void> } } = {};
+  const running: { workers?: RunningWorkers; schedules?: RepeatingJobsKeeper; api?: { close(): Promise<void> }; workerMetrics?: { close(): Promise<void> } } = {};
   const grace = deps.config.shutdownGraceMs;
   // Signal handlers first, so a SIGTERM during startup also stops cleanly. Workers stop taking jobs
   // and get the grace period for active ones; the API stops listening; the hard deadline is a
@@ -74,6 +74,7 @@ async function runServer(parts: { workers: boolean; api: boolean }): Promise<voi
   onShutdown(
     deps,
     async () => {
+      running.schedules?.stop();
       await Promise.all([running.api?.close(), running.workerMetrics?.close(), running.workers?.close(grace)]);
       // Jobs released after the grace period may still hold database connections in this process;
       // exiting drops them and PostgreSQL rolls their transactions back, so do not wait for them.
@@ -87,8 +88,8 @@ async function runServer(parts: { workers: boolean; api: boolean }): Promise<voi
   if (parts.workers) {
     running.workers = startWorkers(deps, undefined, { timings: metrics });
     await checkRedisPolicy(deps);
-    await scheduleRepeatingJobs(deps);
-    await deps.queues.enqueue('reconcile', {});
+    // Registers the schedulers, reconciles, and puts both back if Redis loses its data later.
+    running.schedules = await keepRepeatingJobs(deps);
   }
   if (parts.api) running.api = startApi(deps, metrics);
   else if (deps.config.workerMetricsPort !== undefined) running.workerMetrics = startWorkerMetrics(deps, metrics, deps.config.workerMetricsPort);

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Db } from '../../adapters/db/database';
 import { loadInvoiceDocument, loadInvoiceRecords } from '../../adapters/db/invoice-repository';
@@ -63,7 +64,9 @@ export async function deliverInvoice(deps: Deps, deliveryId: number, opts: { fin
   } catch (err) {
     const failure = classifySendError(err);
     const giveUp = failure.kind === 'permanent' || opts.finalAttempt;
-    await recordOutcome(db, deliveryId, attempt, { status: giveUp ? 'failed' : 'pending', lastError: failure.message }, {
+    // The server answered, so the outcome is known: recorded through a database outage (retried
+    // with backoff), so that the delivery does not stay `sending` and later turn `unknown`.
+    await recordKnownOutcome(deps, deliveryId, attempt, { status: giveUp ? 'failed' : 'pending', lastError: failure.message }, {
       outcome: failure.kind === 'permanent' ? 'permanent_failure' : 'transient_failure',
       reply_code: failure.code ?? null,
       reply: failure.message,
@@ -73,10 +76,11 @@ export async function deliverInvoice(deps: Deps, deliveryId: number, opts: { fin
     if (failure.kind === 'permanent') throw new PermanentError(`delivery ${deliveryId} of ${message.invoiceNumber}: ${failure.message}`);
     throw new RetryableError(`delivery ${deliveryId} of ${message.invoiceNumber}: ${failure.message}`);
   }
-  // Outside the try on purpose: the server has the message now. If recording that fails, the row
-  // stays `sending` and the retry marks it `unknown` instead of sending a second copy.
-  await recordOutcome(
-    db,
+  // Outside the try on purpose: the server has the message now. Recording that is retried through a
+  // database outage; only if it still fails (or the process dies first) does the row stay `sending`,
+  // and the retry then marks it `unknown` instead of sending a second copy.
+  await recordKnownOutcome(
+    deps,
     deliveryId,
     attempt,
     { status: 'sent', lastError: result.rejected.length > 0 ? `rejected recipients: ${result.rejected.join(', ')}` : null, lastResponse: result.response },
@@ -182,25 +186,92 @@ function claimOtherwise(db: Db, deliveryId: number, known: KnownAtClaim): Promis
   });
 }
 
-/** The delivery's new state and the attempt's outcome, together, in one statement. */
-async function recordOutcome(
-  db: Db,
-  deliveryId: number,
-  attempt: number,
-  delivery: { status: 'sent' | 'pending' | 'failed'; lastError: string | null; lastResponse?: string },
-  result: AttemptResult,
-): Promise<void> {
-  await db.raw(
+/**
+ * How long an outcome the SMTP server gave is retried through a database outage before giving up:
+ * first after 200 ms, doubling to at most 5 s, for up to 30 s in all (well inside a worker's lock,
+ * which is renewed while the job runs). PostgreSQL restarting, failing over or dropping the
+ * connection takes seconds; giving up leaves the delivery `sending`, and its next attempt marks it
+ * `unknown` for an operator, which is the right answer only when nobody knows what happened.
+ */
+export const RECORD_OUTCOME_RETRY = { firstDelayMs: 200, maxDelayMs: 5000, budgetMs: 30_000 } as const;
+
+type DeliveryUpdate = { status: 'sent' | 'pending' | 'failed'; lastError: string | null; lastResponse?: string };
+
+/**
+ * Records what the SMTP server answered, retrying while the database is unreachable (the
+ * connection dropped, the server restarting, no connection to be had). Any other database error is
+ * thrown at once: retrying a statement the database refuses does not make it succeed.
+ */
+async function recordKnownOutcome(deps: Deps, deliveryId: number, attempt: number, delivery: DeliveryUpdate, result: AttemptResult): Promise<void> {
+  const started = Date.now();
+  let delay: number = RECORD_OUTCOME_RETRY.firstDelayMs;
+  for (let tries = 1; ; tries += 1) {
+    try {
+      await recordOutcome(deps, deliveryId, attempt, delivery, result);
+      if (tries > 1) deps.logger.info({ deliveryId, attempt, outcome: result.outcome, tries }, 'email outcome recorded after the database came back');
+      return;
+    } catch (err) {
+      if (!isDatabaseUnavailable(err) || Date.now() - started + delay > RECORD_OUTCOME_RETRY.budgetMs) throw err;
+      deps.logger.warn(
+        { deliveryId, attempt, outcome: result.outcome, tries, retryInMs: delay, err: (err as Error).message },
+        'could not record the email outcome: the database is unavailable; trying again',
+      );
+      await sleep(delay);
+      delay = Math.min(delay * 2, RECORD_OUTCOME_RETRY.maxDelayMs);
+    }
+  }
+}
+
+// SQLSTATEs of a connection lost or refused: connection exceptions (08), the server shutting down or
+// starting up (57P01-57P03), too many connections (53300).
+const UNAVAILABLE_SQLSTATES = new Set(['08000', '08001', '08003', '08004', '08006', '08007', '57P01', '57P02', '57P03', '53300']);
+const UNAVAILABLE_SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/** A database error that says the server could not be reached or dropped the connection, not that it refused the statement. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const { code, name, message } = err as { code?: unknown; name?: unknown; message?: unknown };
+  if (typeof code === 'string' && (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_SOCKET_CODES.has(code))) return true;
+  // knex: no connection could be had from the pool in time.
+  if (name === 'KnexTimeoutError') return true;
+  // node-postgres: the socket closed under a query, or a client already broken was used.
+  return typeof message === 'string' && /Connection terminated|is not queryable/i.test(message);
+}
+
+/**
+ * The delivery's new state and the attempt's outcome, together, in one statement, for the attempt
+ * that claimed the delivery: it is still `sending` under that attempt, or `unknown` (a second job for
+ * the delivery, after a lost lock, found it mid-send; what the server answered is better than
+ * unknown). Anything else means this attempt's outcome was recorded already (a retry after a
+ * commit whose reply was lost) or the delivery has moved on (an operator resent it): it is left as
+ * it is.
+ */
+async function recordOutcome(deps: Deps, deliveryId: number, attempt: number, delivery: DeliveryUpdate, result: AttemptResult): Promise<void> {
+  const { rows } = await deps.db.raw<{ rows: { recorded: number }[] }>(
     `WITH d AS (
        UPDATE email_deliveries
        SET status = ?, last_error = ?, last_response = coalesce(?, last_response),
            sent_at = CASE WHEN ? = 'sent' THEN now() ELSE sent_at END, updated_at = now()
-       WHERE id = ?
+       WHERE id = ? AND attempts = ? AND status IN ('sending', 'unknown')
        RETURNING id
+     ),
+     a AS (
+       UPDATE email_attempts a SET outcome = ?, reply_code = ?, reply = ?, rejected = ?::text[], finished_at = now()
+       FROM d WHERE a.delivery_id = d.id AND a.attempt = ?
+       RETURNING a.attempt
      )
-     UPDATE email_attempts a SET outcome = ?, reply_code = ?, reply = ?, rejected = ?::text[], finished_at = now()
-     FROM d WHERE a.delivery_id = d.id AND a.attempt = ?`,
-    [delivery.status, delivery.lastError, delivery.lastResponse ?? null, delivery.status, deliveryId, result.outcome, result.reply_code, result.reply, result.rejected, attempt],
+     SELECT count(*)::int AS recorded FROM d`,
+    [delivery.status, delivery.lastError, delivery.lastResponse ?? null, delivery.status, deliveryId, attempt, result.outcome, result.reply_code, result.reply, result.rejected, attempt],
+  );
+  if ((rows[0]?.recorded ?? 0) > 0) return;
+  const now = await deps.db('email_deliveries as d')
+    .leftJoin('email_attempts as a', (j) => void j.on('a.delivery_id', 'd.id').andOn('a.attempt', deps.db.raw('?', [attempt])))
+    .where('d.id', deliveryId)
+    .first<{ status: string; attempts: number; outcome: string | null } | undefined>('d.status', 'd.attempts', 'a.outcome');
+  if (now?.attempts === attempt && now.status === delivery.status && now.outcome === result.outcome) return;
+  deps.logger.warn(
+    { deliveryId, attempt, outcome: result.outcome, found: now ?? null },
+    'the delivery moved on while this attempt was recording its outcome; left as it is',
   );
 }
 

@@ -50,12 +50,70 @@ interface PartnershipRow {
 /**
  * Records a billing run for a period as queued and enqueues its job; the run's row is where its
  * status is read (GET /billing-runs/:id), and where the reconciler finds it if Redis loses the job.
+ * With a request key, asking again for the same key (a retried request) records nothing new: it
+ * answers with the run already recorded under the key, carried on if it has work left (see
+ * recordRun), and makes sure that run has a job.
  */
-export async function requestBillingRun(deps: Deps, input: { period: string; requestedBy: string }): Promise<{ billingRunId: number }> {
-  const [run] = await deps.db('billing_runs').insert({ period: input.period, status: 'queued', requested_by: input.requestedBy }).returning<{ id: string }[]>('id');
-  const billingRunId = Number(run!.id);
+export async function requestBillingRun(
+  deps: Deps,
+  input: { period: string; requestedBy: string; requestKey?: string },
+): Promise<{ billingRunId: number; created: boolean }> {
+  const { billingRunId, created, status } = await recordRun(deps, input.period, input.requestedBy, input.requestKey);
+  if (!created && status === 'queued') {
+    // A finished job of the run may hold its stable id, and adding under a taken id does nothing:
+    // the run was carried on, so it needs a job that will run.
+    const queue = deps.queues.get('billing-run');
+    const jobId = `billing-run-${billingRunId}`;
+    const state = await queue.getJobState(jobId);
+    if (state === 'completed' || state === 'failed') await queue.remove(jobId);
+  }
   await deps.queues.enqueue('billing-run', { billingRunId });
-  return { billingRunId };
+  return { billingRunId, created };
+}
+
+/** The request key of the monthly scheduler's close of a period: one billing run per period, however often it is asked. */
+export function scheduledRunKey(period: string): string {
+  return `schedule:${period}`;
+}
+
+/** Outcomes that leave a partnership to a later run of the same period. */
+const LEFT_FOR_LATER: ReadonlyArray<PartnershipRunResult['outcome']> = ['period_open', 'files_in_progress'];
+
+/**
+ * Records a billing run as queued. Without a request key every call is a new run. With one, the
+ * unique index on billing_runs.request_key makes the insert happen once, in PostgreSQL, however
+ * many callers race (a job retried, enqueued twice, run by two workers after a lost lock); the
+ * others get the same run. A run already recorded under the key is carried on when it has work
+ * left: it failed, or it completed with partnerships whose period had not ended yet in their time
+ * zone or whose files were still being ingested (the scheduler fires on days 1-5 for them). It goes
+ * back to queued and its next run invoices what is left; invoices already issued are found by
+ * their unique (partnership, period) key and not issued again.
+ */
+async function recordRun(deps: Deps, period: string, requestedBy: string, requestKey?: string): Promise<{ billingRunId: number; created: boolean; status: string }> {
+  const { db } = deps;
+  const { rows } = await db.raw<{ rows: { id: string }[] }>(
+    `INSERT INTO billing_runs (period, status, requested_by, request_key) VALUES (?, 'queued', ?, ?)
+     ON CONFLICT (request_key) WHERE request_key IS NOT NULL DO NOTHING
+     RETURNING id`,
+    [period, requestedBy, requestKey ?? null],
+  );
+  if (rows[0]) return { billingRunId: Number(rows[0].id), created: true, status: 'queued' };
+  // A conflict means a run under this key is committed (ON CONFLICT waits for a concurrent insert).
+  const existing = await db('billing_runs').where('request_key', requestKey!).first<{ id: string; period: string; status: string }>('id', 'period', 'status');
+  const billingRunId = Number(existing.id);
+  if (existing.period !== period) throw new PermanentError(`billing run ${billingRunId} under request key ${requestKey} is for ${existing.period}, not ${period}`);
+  const reopened = await db.raw<{ rowCount: number }>(
+    `UPDATE billing_runs SET status = 'queued', queued_at = now(), finished_at = NULL, error = NULL
+     WHERE id = ? AND (status = 'failed' OR (status = 'completed' AND jsonb_typeof(summary) = 'array'
+       AND EXISTS (SELECT 1 FROM jsonb_array_elements(summary) e WHERE e->>'outcome' = ANY(?::text[]))))`,
+    [billingRunId, [...LEFT_FOR_LATER]],
+  );
+  const carriedOn = reopened.rowCount > 0;
+  deps.logger.info(
+    { billingRunId, period, requestKey, status: existing.status, carriedOn },
+    carriedOn ? 'billing run already recorded for this request; carrying it on for what it left' : 'billing run already recorded for this request; not recording another',
+  );
+  return { billingRunId, created: false, status: carriedOn ? 'queued' : existing.status };
 }
 
 /**
@@ -72,7 +130,7 @@ export async function runBillingPeriod(
 ): Promise<BillingRunResult> {
   const { db, clock, logger } = deps;
   const now = clock.now();
-  const billingRunId = input.billingRunId ?? (await createRun(deps, input.period ?? previousPeriod(now.toZonedDateTimeISO('UTC').toPlainDate().toPlainYearMonth().toString()), input.requestedBy ?? 'scheduler'));
+  const billingRunId = input.billingRunId ?? (await recordRequestedRun(deps, input, now));
   const claimed = await db('billing_runs')
     .where('id', billingRunId)
     .whereIn('status', ['queued', 'running'])
@@ -123,9 +181,16 @@ export async function runBillingPeriod(
   }
 }
 
-async function createRun(deps: Deps, period: string, requestedBy: string): Promise<number> {
-  const [run] = await deps.db('billing_runs').insert({ period, status: 'queued', requested_by: requestedBy }).returning<{ id: string }[]>('id');
-  return Number(run!.id);
+/**
+ * The run of a job that names no run. With a period, a new run of that period. Without one it is
+ * the scheduled close of the month before (in UTC), recorded once per period under its request key
+ * however often the job runs: retried, enqueued twice, or fired again on the next of its days.
+ */
+async function recordRequestedRun(deps: Deps, input: { period?: string; requestedBy?: string }, now: Temporal.Instant): Promise<number> {
+  const requestedBy = input.requestedBy ?? 'scheduler';
+  if (input.period !== undefined) return (await recordRun(deps, input.period, requestedBy)).billingRunId;
+  const period = previousPeriod(now.toZonedDateTimeISO('UTC').toPlainDate().toPlainYearMonth().toString());
+  return (await recordRun(deps, period, requestedBy, scheduledRunKey(period))).billingRunId;
 }
 
 /** A draft of what the partnership's invoice for the period would be, computed and rolled back: nothing is written. */

@@ -7,6 +7,7 @@ import * as emailAttempts from './0005-email-attempts';
 import * as receivables from './0006-receivables';
 import * as ingestChunks from './0007-ingest-chunks';
 import * as ratingOrder from './0008-rating-order';
+import * as billingRunRequestKeys from './0009-billing-run-request-keys';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -26,6 +27,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0006-receivables', receivables],
   ['0007-ingest-chunks', ingestChunks],
   ['0008-rating-order', ratingOrder],
+  ['0009-billing-run-request-keys', billingRunRequestKeys],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
