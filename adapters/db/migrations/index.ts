@@ -8,6 +8,7 @@ import * as receivables from './0006-receivables';
 import * as ingestChunks from './0007-ingest-chunks';
 import * as ratingOrder from './0008-rating-order';
 import * as billingRunRequestKeys from './0009-billing-run-request-keys';
+import * as redundantRecordKey from './0010-redundant-record-key';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -28,7 +29,11 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0007-ingest-chunks', ingestChunks],
   ['0008-rating-order', ratingOrder],
   ['0009-billing-run-request-keys', billingRunRequestKeys],
+  ['0010-redundant-record-key', redundantRecordKey],
 ];
+
+/** How many migrations the engine has: a current database has applied every one. */
+export const migrationCount = migrations.length;
 
 export const migrationSource: Knex.MigrationSource<string> = {
   getMigrations: () => Promise.resolve(migrations.map(([name]) => name)),
