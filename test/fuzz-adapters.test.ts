@@ -141,14 +141,11 @@ describe(`${CASES} mutated fixture feeds through the format adapters (seed ${SEE
     expect(tally.fileErrors).toBeGreaterThan(0);
   });
 
-  // KNOWN DEFECT in the adapters (csv.ts, xml.ts; reported): a file with two problems, say an element
-  // that is not allowed on line 3 and a Latin-1 byte on line 9, is rejected either way, but which
-  // problem the message names depends on how the bytes arrive: UTF-8 is checked a whole chunk at a
-  // time, ahead of parsing, so a big chunk reports the later byte and small chunks the earlier
-  // element. The message should name the first problem in file order, however the file is read.
-  // it.fails: this turns red once the adapters agree, as a reminder to make it a plain it(). With few
-  // cases there may be no such file at all, so a short run skips it.
-  (CASES >= 1000 ? it.fails : it.skip)('KNOWN DEFECT: a rejected file is rejected for the same first problem however it is read', () => {
+  // A file with two problems, say an element that is not allowed on line 3 and a Latin-1 byte on
+  // line 9, must be rejected for the first of them in file order, however its bytes arrive and
+  // however it is split: the message an operator reads, and the ingest stores, must not depend on the
+  // chunk size. (This was a known defect: UTF-8 was checked a whole chunk ahead of parsing.)
+  it('a rejected file is rejected for the same first problem however it is read', () => {
     expect(differentErrors).toEqual([]);
   });
 });

@@ -135,8 +135,9 @@ describe(`${CASES} mutated feeds through the inbox, the queue and the database (
           if (f.usages > 0 || f.duplicate_of_file_id === null) say('a duplicate with usages of its own, or of no file');
           break;
         case 'rating refused':
-          // Left parsed, visibly, for an operator: the error names the usage and its record.
-          if (!/usage \S+ \((id \d+, )?file record \d+\)/.test(f.error ?? '')) say(`the rating error names no usage: ${f.error}`);
+          // Left parsed, visibly, for an operator: the error names the usage by its id in the feed (which
+          // may hold spaces), its row id and its record: "usage <external_id> (id N, file record M)".
+          if (!/usage .+ \(id \d+, file record \d+\)/.test(f.error ?? '')) say(`the rating error names no usage: ${f.error}`);
           break;
         default:
           say(`not finished (error: ${f.error})`);

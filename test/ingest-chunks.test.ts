@@ -1,11 +1,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chunksOf, claimChunk, savePlan } from '../adapters/db/ingest-chunks';
+import { xmlAdapter } from '../adapters/formats/xml';
 import { createApp } from '../src/api/app';
 import type { Deps } from '../src/deps';
-import { ingestFile } from '../src/use-cases/ingest-file';
+import { type IngestingFile, ingestFile } from '../src/use-cases/ingest-file';
+import { openStoredFile, processChunk } from '../src/use-cases/ingest-chunk';
 import { rateFile } from '../src/use-cases/rate-file';
 import { scanInbox } from '../src/use-cases/scan-inbox';
 import { pipelineIsIdle, waitUntilSettled } from '../src/use-cases/wait-for-pipeline';
@@ -36,7 +40,7 @@ function csv(lines: string[]): string {
   return [HEADER, ...lines].join('\n') + '\n';
 }
 
-async function receive(deps: Deps, name: string, content: string, partner = 'ACME'): Promise<number> {
+async function receive(deps: Deps, name: string, content: string | Buffer, partner = 'ACME'): Promise<number> {
   await dropSettled(deps, partner, name, content);
   const registered = await scanInbox(deps);
   expect(registered).toEqual([{ fileId: expect.any(Number) as number, status: 'received' }]);
@@ -178,6 +182,128 @@ describe('a file in chunks, through the use cases', () => {
     } finally {
       await deps.db('partners').where('code', 'JSMITH').update({ feed_profile: null });
     }
+  });
+});
+
+/** n XML usages of ACME, one record per four lines plus its start tag's line. */
+function xmlUsages(prefix: string, n: number): string[] {
+  return Array.from({ length: n }, (_, i) =>
+    `  <usage id="${prefix}-${i + 1}">\n    <product>CPU_HOUR</product>\n    <user>r.okafor</user>\n    <quantity>${i + 1}</quantity>\n    <start>2026-10-0${1 + (i % 9)}T09:00:00Z</start>\n  </usage>`,
+  );
+}
+
+function xml(records: string[]): string {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<usageFeed partner="ACME">\n${records.join('\n')}\n</usageFeed>\n`;
+}
+
+/** The message reading the whole file in one piece rejects it with. */
+async function wholeFileError(name: string, content: string | Buffer): Promise<string> {
+  try {
+    for await (const item of xmlAdapter.read(Readable.from([Buffer.from(content)]), { fileName: name })) void item;
+  } catch (error) {
+    return (error as Error).message;
+  }
+  throw new Error(`${name} reads without a fault`);
+}
+
+describe('a file rejected for a fault in one chunk while the others wait for their turn', () => {
+  let ctx: TestContext;
+  let deps: Deps;
+
+  beforeAll(async () => {
+    ctx = await createTestContext({ env: { INGEST_CHUNK_ROWS: '4', INGEST_CHUNK_LEASE_MS: '3000' } });
+    deps = ctx.deps;
+    await importDemoPartnerships(deps);
+  });
+  afterAll(async () => {
+    await ctx?.close();
+  });
+
+  /** Registers the file and plans its chunks as ingest-file does, without working on any. */
+  async function planned(name: string, content: string | Buffer) {
+    const fileId = await receive(deps, name, content);
+    await deps.db('usage_files').where('id', fileId).update({ status: 'parsing' });
+    const file = await deps.db('usage_files').where('id', fileId)
+      .first<IngestingFile>('id', 'partner_id', 'partner_code', 'name', 'format', 'status', 'stored_path', 'supersedes_file_id');
+    const open = (await openStoredFile(deps, file))!;
+    await savePlan(deps.db, fileId, await xmlAdapter.split!(open(0, Number.MAX_SAFE_INTEGER), { fileName: name }, deps.config.ingestChunkRows));
+    return { fileId, file, chunks: await chunksOf(deps.db, fileId) };
+  }
+
+  /** Whether some transaction holds the partner's ingest lock shared (a chunk between writing its usages and committing). */
+  async function partnerLockHeldShared(partnerId: string): Promise<boolean> {
+    const { rows } = await deps.db.raw<{ rows: Array<{ held: boolean }> }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_locks, (SELECT hashtextextended(?, 0) AS k) key
+         WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND mode = 'ShareLock'
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND classid = ((key.k >> 32) & 4294967295)::oid AND objid = (key.k & 4294967295)::oid) AS held`,
+      [`ingest-partner:${partnerId}`],
+    );
+    return rows[0]!.held;
+  }
+
+  function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)));
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  it('rejects it, naming the file and line, though a later chunk already holds the partner lock waiting for its turn (it never finished)', async () => {
+    // fuzz-ingest seed 20261121 case 33: a second XML declaration inside the second record.
+    const records = xmlUsages('DD', 6);
+    records[1] = records[1]!.replace('<user>', '<?xml version="1.0" encoding="UTF-8"?>\n    <user>');
+    const name = 'declared-twice.xml';
+    const content = xml(records);
+    const { fileId, file, chunks: plan } = await planned(name, content);
+    expect(plan.map((c) => c.records)).toEqual([4, 2]);
+
+    // Two workers: the first claims chunk 1, the second chunk 2, which it reads and writes, and then
+    // waits for chunk 1 to commit, holding the partner's ingest lock (shared) as it does.
+    const first = (await claimChunk(deps.db, fileId, 'test:first', deps.config.ingestChunkLeaseMs))!;
+    const second = (await claimChunk(deps.db, fileId, 'test:second', deps.config.ingestChunkLeaseMs))!;
+    expect([first.chunk, second.chunk]).toEqual([1, 2]);
+    const waiting = processChunk(deps, { file, chunk: second, chunks: plan, worker: 'test:second' });
+    const deadline = Date.now() + 10_000;
+    while (!(await partnerLockHeldShared(file.partner_id))) {
+      if (Date.now() > deadline) throw new Error('chunk 2 never took the partner lock');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+
+    // Chunk 1 finds the fault: rejecting the file needs the partner lock exclusively.
+    const error = `${name}: line 11: not well-formed XML at column 10: an XML declaration must be at the start of the document.`;
+    expect(await wholeFileError(name, content)).toBe(error);
+    const rejected = await within(20_000, 'rejecting the file', processChunk(deps, { file, chunk: first, chunks: plan, worker: 'test:first' }));
+    expect(rejected).toMatchObject({ kind: 'committed', finish: { kind: 'rejected', error } });
+    expect(await within(20_000, 'the waiting chunk', waiting)).toEqual({ kind: 'gone' });
+    expect(await fileRow(deps, fileId)).toMatchObject({ status: 'failed', error });
+    expect(await usagesOf(deps, fileId)).toEqual([]);
+    await expectInvariants(deps);
+  });
+
+  it('rejects it for its first fault in file order, as a whole read names it, however it is chunked', async () => {
+    // An element not allowed in record 3 (chunk 1), a Latin-1 byte in record 6 (chunk 2).
+    const records = xmlUsages('FO', 9);
+    records[2] = records[2]!.replace('  <usage id="FO-3">', '  <usage id="FO-3">\n  </usage>\n  <total>9</total>\n  <usage id="FO-3b">');
+    const text = xml(records);
+    const at = text.indexOf('<user>r.okafor</user>', text.indexOf('FO-6'));
+    const content = Buffer.concat([Buffer.from(text.slice(0, at + 8)), Buffer.from([0xa3]), Buffer.from(text.slice(at + 8))]);
+    const name = 'two-faults.xml';
+    const error = await wholeFileError(name, content);
+    expect(error).toBe(`${name}: line 17: unexpected element <total> in <usageFeed>: a feed holds only <usage> records`);
+    const fileId = await receive(deps, name, content);
+    expect(await ingestFile(deps, fileId)).toEqual({ kind: 'rejected', fileId, error });
+    expect((await chunks(deps, fileId)).length).toBeGreaterThan(1);
+  });
+
+  it('keeps a CSV row with a NUL character out as a row error naming its line and field, and the good rows (it used to fail the chunk in PostgreSQL)', async () => {
+    const lines = rows('NU', 9);
+    lines[4] = lines[4]!.replace('run 5', 'run\u00005');
+    const fileId = await receive(deps, 'nul.csv', csv(lines));
+    expect(await ingestFile(deps, fileId)).toEqual({ kind: 'parsed', fileId, read: 9, accepted: 8, rejected: 1, duplicate: 0 });
+    expect(await deps.db('usage_file_errors').where('file_id', fileId).select('record', 'line', 'field', 'code', 'message')).toEqual([
+      { record: 5, line: 7, field: 'description', code: 'malformed_row', message: 'description contains a NUL character (byte 0x00), which no value may hold' },
+    ]);
+    expect((await usagesOf(deps, fileId)).map((u) => u.external_id)).toEqual(['NU-1', 'NU-2', 'NU-3', 'NU-4', 'NU-6', 'NU-7', 'NU-8', 'NU-9']);
   });
 });
 

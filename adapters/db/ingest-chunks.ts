@@ -104,19 +104,6 @@ export async function releaseClaim(db: Db, fileId: number, chunk: number, worker
   await db('ingest_chunks').where({ file_id: fileId, chunk, claimed_by: worker, status: 'pending' }).update({ claimed_until: null, claimed_by: null });
 }
 
-export interface Predecessor {
-  status: 'pending' | 'committed';
-  /** Someone holds it now (their lease has not run out). */
-  held: boolean;
-}
-
-export async function predecessorOf(db: Db, fileId: number, chunk: number): Promise<Predecessor | undefined> {
-  const row = await db('ingest_chunks')
-    .where({ file_id: fileId, chunk: chunk - 1 })
-    .first<{ status: 'pending' | 'committed'; held: boolean } | undefined>('status', db.raw('coalesce(claimed_until > now(), false) AS held'));
-  return row;
-}
-
 /** Whether any chunk of the file could be claimed now. */
 export async function hasClaimableChunk(db: Db, fileId: number): Promise<boolean> {
   const row = await db('ingest_chunks')
@@ -124,4 +111,35 @@ export async function hasClaimableChunk(db: Db, fileId: number): Promise<boolean
     .where((q) => void q.whereNull('claimed_until').orWhere('claimed_until', '<', db.fn.now()))
     .first<{ chunk: number } | undefined>('chunk');
   return row !== undefined;
+}
+
+/**
+ * Says, for as long as the caller's transaction lasts, that chunk `chunk` of the file is rejecting
+ * the file (a whole-file fault was found in it) and is waiting for its turn to do so. The chunks
+ * after it, which can never commit now, see this while they wait for their turn and let go of
+ * the partner's ingest lock, which the rejection needs exclusively (see rejectingBefore). An
+ * advisory lock rather than a row: it is gone with the transaction, whatever becomes of its worker.
+ */
+export async function markRejecting(tx: Knex.Transaction, fileId: string | number, chunk: number): Promise<void> {
+  await tx.raw('SELECT pg_advisory_xact_lock(hashtext(?), ?)', [rejectLockName(fileId), chunk]);
+}
+
+/** Whether a chunk of the file before `chunk` is rejecting it (see markRejecting). */
+export async function rejectingBefore(db: Db | Knex.Transaction, fileId: string | number, chunk: number): Promise<boolean> {
+  // The two-key form of an advisory lock shows in pg_locks as classid (the first key, as an unsigned
+  // 32-bit number), objid (the second) and objsubid 2.
+  const { rows } = await db.raw<{ rows: Array<{ rejecting: boolean }> }>(
+    `SELECT EXISTS (
+       SELECT 1 FROM pg_locks
+       WHERE locktype = 'advisory' AND granted AND objsubid = 2
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND classid = (hashtext(?)::bigint & 4294967295)::oid AND objid < ?::bigint::oid
+     ) AS rejecting`,
+    [rejectLockName(fileId), chunk],
+  );
+  return rows[0]?.rejecting === true;
+}
+
+function rejectLockName(fileId: string | number): string {
+  return `ingest-reject:${fileId}`;
 }

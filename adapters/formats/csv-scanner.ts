@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { FeedFileError } from './types';
-import { InvalidUtf8Error, countByteLineBreaks, firstInvalidUtf8Byte } from './utf8-text';
+import { InvalidUtf8Error, completeLength, firstInvalidUtf8Byte } from './utf8-text';
 
 /**
  * The CSV tokenizer, on bytes. It follows the rules fast-csv follows (and that feeds were written
@@ -76,6 +76,8 @@ export class CsvScanner {
   private fieldCount = 0;
   private bomChecked: boolean;
   private utf8Tail: Buffer | undefined;
+  /** A NUL byte has been seen ('parse' mode): from then on, rows are checked for one (see RowReader). */
+  sawNul = false;
   /** Records completed by the last push; the caller takes them out. */
   readonly records: CsvRecord[] = [];
 
@@ -102,7 +104,18 @@ export class CsvScanner {
       this.buf = Buffer.alloc(0);
       chunk = joined.subarray(bom);
     }
-    if (this.parse) this.checkUtf8(chunk);
+    const fault = this.parse ? this.checkUtf8(chunk) : undefined;
+    if (fault !== undefined) {
+      // The bytes before the offending one are read first: a problem in them comes first in the file,
+      // and must be the one reported however the bytes were chunked.
+      this.scanMore(chunk.subarray(0, Math.max(0, fault.offset)));
+      throw this.fail(this.line, fault.error.describe());
+    }
+    this.scanMore(chunk);
+  }
+
+  private scanMore(chunk: Buffer): void {
+    if (this.parse && !this.sawNul && chunk.indexOf(0) !== -1) this.sawNul = true;
     this.buf = this.buf.length > this.recordStart ? Buffer.concat([this.buf.subarray(this.recordStart), chunk]) : chunk;
     this.rebase(this.recordStart);
     this.scan(false);
@@ -115,7 +128,12 @@ export class CsvScanner {
       const leftover = this.buf;
       this.buf = Buffer.alloc(0);
       if (leftover.length > 0) {
-        if (this.parse) this.checkUtf8(leftover);
+        const fault = this.parse ? this.checkUtf8(leftover) : undefined;
+        if (fault !== undefined) {
+          this.scanMore(leftover.subarray(0, Math.max(0, fault.offset)));
+          throw this.fail(this.line, fault.error.describe());
+        }
+        if (this.parse && leftover.indexOf(0) !== -1) this.sawNul = true;
         this.buf = leftover;
       }
     }
@@ -123,10 +141,11 @@ export class CsvScanner {
       throw this.fail(this.line, new InvalidUtf8Error(undefined, true).message);
     }
     this.scan(true);
+    // A record too long ends before the file does: that comes first.
+    this.checkOpenRecord();
     if (this.state === QUOTED) {
       throw this.fail(this.quoteLine, 'unterminated quoted field: the quote that opens on this line is never closed');
     }
-    this.checkOpenRecord();
     this.finishRecord(this.buf.length);
   }
 
@@ -168,7 +187,7 @@ export class CsvScanner {
             state = UNQUOTED;
             continue;
           }
-          throw this.afterClosingQuote(line, String.fromCharCode(c));
+          throw this.faultAt(i, this.afterClosingQuote(line, String.fromCharCode(c)));
         }
         // Non-ASCII where blanks matter: decode the character (it may continue in the next chunk).
         const size = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
@@ -187,7 +206,7 @@ export class CsvScanner {
           i += size - 1;
           continue;
         }
-        throw this.afterClosingQuote(line, String.fromCharCode(code > 0xffff ? 0xd800 + ((code - 0x10000) >> 10) : code));
+        throw this.faultAt(i, this.afterClosingQuote(line, String.fromCharCode(code > 0xffff ? 0xd800 + ((code - 0x10000) >> 10) : code)));
       }
       if (c === LF) {
         if (afterCR) {
@@ -218,7 +237,7 @@ export class CsvScanner {
           state = QUOTED;
           this.escapedQuote = true;
         } else if (state === AFTER_CLOSING_QUOTE) {
-          throw this.afterClosingQuote(line, '"');
+          throw this.faultAt(i, this.afterClosingQuote(line, '"'));
         }
         continue;
       }
@@ -235,7 +254,7 @@ export class CsvScanner {
       if (state === QUOTE_IN_QUOTED) this.closeQuoted(i);
       const recordEnd = i;
       if (recordEnd - this.recordStart > this.o.maxRecordChars && this.charsBetween(this.recordStart, recordEnd) > this.o.maxRecordChars) {
-        throw this.fail(this.recordLine, `the record starting on this line is longer than ${this.o.maxRecordChars} characters`);
+        throw this.tooLong();
       }
       if (state !== FIELD_START || this.fieldCount > 0) this.endField(state, i);
       // A CR's LF, if one follows, belongs to this record's line break.
@@ -295,17 +314,68 @@ export class CsvScanner {
     this.fieldCount = 0;
   }
 
-  /** An open record may already be too long: stop before buffering more of it. */
+  /** An open record may already be too long: stop before buffering more of it. What is scanned counts, not what waits. */
   private checkOpenRecord(): void {
-    const end = this.buf.length;
+    const end = this.pos;
     if (end - this.recordStart <= this.o.maxRecordChars || this.charsBetween(this.recordStart, end) <= this.o.maxRecordChars) return;
-    if (this.state === QUOTED) {
-      throw this.fail(
-        this.quoteLine,
-        `a quoted field opened on this line is still open after ${this.o.maxRecordChars} characters: is its closing quote missing?`,
-      );
+    throw this.tooLong();
+  }
+
+  /**
+   * A fault at buf[at] in the open record, unless the record has already run past the limit before it:
+   * then that came first (which is what reading in small chunks would find).
+   */
+  private faultAt(at: number, fault: FeedFileError): FeedFileError {
+    if (at - this.recordStart > this.o.maxRecordChars && this.charsBetween(this.recordStart, at) > this.o.maxRecordChars) return this.tooLong();
+    return fault;
+  }
+
+  /**
+   * The open record is longer than the limit. What it says depends on where the record is when it
+   * passes the limit (inside a quoted field: probably a missing closing quote), found by reading the
+   * record again up to there, so that it does not depend on where a chunk happened to end.
+   */
+  private tooLong(): FeedFileError {
+    const { buf, delimiter } = this;
+    const max = this.o.maxRecordChars;
+    let state = FIELD_START;
+    let line = this.recordLine;
+    let quoteLine = line;
+    let afterCR = false;
+    let chars = 0;
+    for (let i = this.recordStart; i < buf.length; i += 1) {
+      const c = buf[i]!;
+      if ((c & 0xc0) !== 0x80) {
+        chars += c >= 0xf0 ? 2 : 1;
+        if (chars > max) break;
+      }
+      if (c === LF) {
+        if (!afterCR) line += 1;
+        afterCR = false;
+      } else if (c === CR) {
+        line += 1;
+        afterCR = true;
+      } else afterCR = false;
+      if (state === QUOTED) {
+        if (c === QUOTE) state = QUOTE_IN_QUOTED;
+      } else if (state === QUOTE_IN_QUOTED) {
+        state = c === QUOTE ? QUOTED : c === delimiter ? FIELD_START : AFTER_CLOSING_QUOTE;
+      } else if (c === delimiter) {
+        state = FIELD_START;
+      } else if (state === FIELD_START) {
+        if (c === QUOTE) {
+          state = QUOTED;
+          quoteLine = line;
+        } else if (c >= 0x80) {
+          const size = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+          if (!isUnicodeBlank(codePointAt(buf, i, size))) state = UNQUOTED;
+        } else if (!(c === 0x20 || c === 0x09 || c === 0x0b || c === 0x0c)) state = UNQUOTED;
+      }
     }
-    throw this.fail(this.recordLine, `the record starting on this line is longer than ${this.o.maxRecordChars} characters`);
+    if (state === QUOTED) {
+      return this.fail(quoteLine, `a quoted field opened on this line is still open after ${max} characters: is its closing quote missing?`);
+    }
+    return this.fail(this.recordLine, `the record starting on this line is longer than ${max} characters`);
   }
 
   /** Characters (UTF-16 code units, as JavaScript counts a string's length) in buf[from, to). */
@@ -318,24 +388,22 @@ export class CsvScanner {
     return chars;
   }
 
-  private checkUtf8(chunk: Buffer): void {
+  /**
+   * Checks that the chunk continues the file as UTF-8. If not: where in the chunk the offending byte
+   * is (negative when it began a character in the chunk before), and the error naming it.
+   */
+  private checkUtf8(chunk: Buffer): { offset: number; error: InvalidUtf8Error } | undefined {
+    const held = this.utf8Tail?.length ?? 0;
     const data = this.utf8Tail === undefined ? chunk : Buffer.concat([this.utf8Tail, chunk]);
     // A character cut by the chunk's end is checked with the next chunk.
-    let whole = data.length;
-    for (let back = 1; back <= 3 && back <= data.length; back += 1) {
-      const b = data[data.length - back]!;
-      if ((b & 0xc0) === 0x80) continue;
-      const size = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
-      if (size > back) whole = data.length - back;
-      break;
-    }
+    const whole = completeLength(data);
     if (!isUtf8(data.subarray(0, whole))) {
-      const offset = firstInvalidUtf8Byte(chunk);
-      const error = new InvalidUtf8Error(offset);
-      const before = countByteLineBreaks(chunk, offset ?? 0, this.afterCR);
-      throw this.fail(this.line + before, error.describe(chunk));
+      // The held bytes start a character: the data starts at a character boundary.
+      const bad = firstInvalidUtf8Byte(data, true) ?? 0;
+      return { offset: bad - held, error: new InvalidUtf8Error(bad - held, false, data[bad]) };
     }
     this.utf8Tail = whole < data.length ? Buffer.from(data.subarray(whole)) : undefined;
+    return undefined;
   }
 
   private afterClosingQuote(line: number, char: string): FeedFileError {

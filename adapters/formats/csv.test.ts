@@ -294,3 +294,53 @@ describe('csvAdapter', () => {
     );
   });
 });
+
+describe('csvAdapter: the first problem in the file, however the bytes arrive', () => {
+  /** The rejection, read in one chunk and then a byte at a time: both must name the same problem. */
+  async function rejectionEitherWay(content: Buffer, adapter: FeedAdapter = csvAdapter): Promise<string> {
+    const whole = (await readError(content, adapter)).message;
+    const bytes: Buffer[] = [];
+    for (let at = 0; at < content.length; at += 1) bytes.push(content.subarray(at, at + 1));
+    expect((await readError(bytes, adapter)).message).toBe(whole);
+    return whole;
+  }
+
+  it('names a bad header on line 1 before a Latin-1 byte on line 5, even when both arrive in one chunk', async () => {
+    const content = Buffer.concat([Buffer.from('usage_id,product,usr,quantity,start_time\nU1,CPU,a,1,t\nU2,CPU,a,1,t\nU3,CPU,a,1,t\nU4,CPU,'), Buffer.from([0xa3]), Buffer.from(',1,t\n')]);
+    expect(await rejectionEitherWay(content)).toMatch(/^feed\.csv: line 1: the header row does not match the feed format: missing required column user; unknown column "usr"/);
+  });
+
+  it('names the first byte of a UTF-8 character that a later byte breaks, wherever the chunks end', async () => {
+    const content = Buffer.concat([Buffer.from('usage_id,product,user,quantity,start_time\nU1,CPU,a'), Buffer.from([0xe2]), Buffer.from('b,1,t\n')]);
+    expect(await rejectionEitherWay(content)).toBe('feed.csv: line 2: byte 0xE2 is not valid UTF-8: feeds must be UTF-8 (was it saved as Latin-1 or Windows-1252?)');
+  });
+
+  it('says a record is too long, and how, from where it passed the limit, not from where a chunk ended', async () => {
+    const adapter = createCsvAdapter({ maxRecordChars: 60 });
+    const header = 'usage_id,product,user,quantity,start_time\n';
+    // A quoted field still open when the record passes 60 characters, closed later on the line.
+    expect(await rejectionEitherWay(Buffer.from(`${header}U1,CPU,"${'x'.repeat(80)}",1,t\n`), adapter)).toBe(
+      'feed.csv: line 2: a quoted field opened on this line is still open after 60 characters: is its closing quote missing?',
+    );
+    // A quoted field closed before the limit, then a fault after it: the length came first.
+    expect(await rejectionEitherWay(Buffer.from(`${header}U1,CPU,"a"${' '.repeat(70)}z,1,t\n`), adapter)).toBe(
+      'feed.csv: line 2: the record starting on this line is longer than 60 characters',
+    );
+    // And a fault before the limit comes first.
+    expect(await rejectionEitherWay(Buffer.from(`${header}U1,CPU,"a"z${' '.repeat(70)},1,t\n`), adapter)).toBe(
+      'feed.csv: line 2: unexpected "z" after the closing quote of a quoted field (a quote inside a quoted field is written as "")',
+    );
+  });
+
+  it('refuses a NUL character in a value as a row error naming the line and the field, keeping the good rows', async () => {
+    const content = 'usage_id,product,user,quantity,start_time,description\nU1,CPU,alice,1,t,ok\nU2,CPU,bo\u0000b,2,t,ok\nU3,CPU,carol,3,t,"two\nlines\u0000"\nU4,CPU,dave,4,t,ok\n';
+    const expected: FeedItem[] = [
+      row(1, 2, { usage_id: 'U1', product: 'CPU', user: 'alice', quantity: '1', start_time: 't', description: 'ok' }),
+      { kind: 'row-error', record: 2, line: 3, field: 'user', message: 'user contains a NUL character (byte 0x00), which no value may hold' },
+      { kind: 'row-error', record: 3, line: 4, field: 'description', message: 'description contains a NUL character (byte 0x00), which no value may hold' },
+      row(4, 6, { usage_id: 'U4', product: 'CPU', user: 'dave', quantity: '4', start_time: 't', description: 'ok' }),
+    ];
+    expect(await readAll(content)).toEqual(expected);
+    expect(await readAll([...Buffer.from(content)].map((b) => Buffer.from([b])))).toEqual(expected);
+  });
+});

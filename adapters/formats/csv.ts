@@ -51,6 +51,12 @@ interface Stretch {
   last: boolean;
   /** Where the next stretch starts, when this one is not the last. */
   nextLine: number | undefined;
+  /**
+   * The rest of the file after the stretch, when it is not the last: read only if the stretch holds
+   * the trailer, to find what reading the whole file would find first after it (the row that
+   * follows it, or a fault on the way there).
+   */
+  readOn?: () => Readable;
 }
 
 const WHOLE_FILE: Stretch = { columns: undefined, firstLine: 1, firstRecord: 1, last: true, nextLine: undefined };
@@ -83,7 +89,7 @@ async function* readCsv(input: Readable, ctx: FeedReadContext, maxRecordChars: n
 async function* readCsvBatches(input: Readable, ctx: FeedReadContext, maxRecordChars: number, stretch: Stretch): AsyncGenerator<FeedItem[]> {
   const layout = layoutFor(input, ctx);
   const scanner = scannerFor(ctx, layout, maxRecordChars, 'parse', stretch.firstLine, stretch.columns === undefined && stretch.firstLine === 1);
-  const rows = new RowReader(ctx.fileName, layout, stretch);
+  const rows = new RowReader(ctx.fileName, layout, stretch, scanner);
   const records = scanner.records;
   const batch: FeedItem[] = [];
   try {
@@ -92,18 +98,28 @@ async function* readCsvBatches(input: Readable, ctx: FeedReadContext, maxRecordC
       rows.take(records, batch);
       if (batch.length > 0) yield batch.splice(0);
     }
+    if (rows.trailerSeen && stretch.readOn !== undefined) {
+      // A trailer with more of the file after it: the next row there is refused (take throws), or a fault before it.
+      for await (const chunk of stretch.readOn() as AsyncIterable<unknown>) {
+        scanner.push(bytesOf(chunk));
+        rows.take(records, batch);
+      }
+    }
     scanner.end();
   } catch (error) {
     // Records completed before a fault in the same chunk are sound; hand them out before the error.
-    if (error instanceof FeedFileError && batch.length === 0) {
+    // They come before the fault in the file: a problem in one of them (the header, a misplaced
+    // trailer) is the file's first, whatever the scanner found after it in the same chunk.
+    let first = error;
+    if (error instanceof FeedFileError) {
       try {
         rows.take(records, batch);
-      } catch {
-        // The fault is in these records themselves: what came before it is already in the batch.
+      } catch (earlier) {
+        first = earlier;
       }
     }
     if (batch.length > 0) yield batch.splice(0);
-    throw error;
+    throw first;
   }
   rows.take(records, batch);
   rows.finish(batch);
@@ -120,9 +136,15 @@ class RowReader {
     private readonly fileName: string,
     private readonly layout: CsvLayout,
     private readonly stretch: Stretch,
+    /** Says whether a NUL byte has been seen, so that rows need checking for one. */
+    private readonly scanner: { readonly sawNul: boolean },
   ) {
     this.columns = stretch.columns;
     this.record = stretch.firstRecord - 1;
+  }
+
+  get trailerSeen(): boolean {
+    return this.control !== undefined;
   }
 
   /** Adds the items of the records scanned so far to `out`; empties `records`. */
@@ -146,6 +168,12 @@ class RowReader {
       if (row.length !== this.columns.fields.length) {
         // Never padded or truncated into a row: a blank where a value should be must not be billed.
         out.push({ kind: 'row-error', record: this.record, line, message: `has ${row.length} columns, the header has ${this.columns.fields.length}` });
+        continue;
+      }
+      const nul = this.scanner.sawNul ? nulFieldOf(row, this.columns) : undefined;
+      if (nul !== undefined) {
+        // PostgreSQL cannot store a NUL in text, and no value means one: the row is refused, not the file.
+        out.push({ kind: 'row-error', record: this.record, line, field: nul, message: `${nul} contains a NUL character (byte 0x00), which no value may hold` });
         continue;
       }
       out.push({ kind: 'row', record: this.record, line, fields: fieldsOfRow(row, this.columns) });
@@ -192,6 +220,16 @@ function controlOfTrailer(row: readonly string[], columns: CsvColumns, line: num
   if (recordCount !== undefined) control.recordCount = recordCount;
   if (quantitySum !== undefined) control.quantitySum = quantitySum;
   return control;
+}
+
+/** The first field of the row (one that is read, not an ignored column) holding a NUL character. */
+function nulFieldOf(row: readonly string[], columns: CsvColumns): string | undefined {
+  const { fields: names } = columns;
+  for (let i = 0; i < names.length; i += 1) {
+    const name = names[i];
+    if (name !== undefined && row[i]?.includes('\u0000') === true) return name;
+  }
+  return undefined;
 }
 
 function fieldsOfRow(row: readonly string[], columns: CsvColumns): RawUsageFields {
@@ -280,6 +318,7 @@ async function* readCsvRange(open: (start: number, end: number) => Readable, ctx
     firstRecord: range.firstRecord,
     last: part.last,
     nextLine: part.nextLine,
+    ...(part.last ? {} : { readOn: () => open(range.endByte, Number.MAX_SAFE_INTEGER) }),
   });
 }
 

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { feedProfileSchema, type FeedProfile } from '../../src/core/feed-profile';
 import { csvAdapter } from './csv';
-import type { FeedAdapter, FeedItem, FeedReadContext } from './types';
+import { type FeedAdapter, FeedFileError, type FeedItem, type FeedReadContext } from './types';
 import { xmlAdapter } from './xml';
 
 /**
@@ -100,6 +100,17 @@ describe('splitting a CSV feed', () => {
     await expectSameBySplit(csvAdapter, `ID;product;user;Menge;start_time\nA;CPU;u;1,5;t\nB;CPU;u;2;t\n`, { fileName: 'g.csv', profile: GERMAN }, 1);
   });
 
+  it('reports the first fault after a trailer in a range that is not the last as a whole read does', async () => {
+    // The row after the trailer is in the next range, and breaks before it ends (fuzz seed 3 case 1459).
+    const badByte = Buffer.concat([Buffer.from('ID;product;user;Menge;start_time\nA;CPU;u;1,5;t\nSUMME;1;;1,5\nB;CPU;'), Buffer.from([0xab, 0x3c]), Buffer.from(';2;t\n')]);
+    expect(await expectSameBySplit(csvAdapter, badByte, { fileName: 'g.csv', profile: GERMAN }, 1)).toBe(3);
+    expect((await readWhole(csvAdapter, badByte, { fileName: 'g.csv', profile: GERMAN })).error).toBe(
+      'g.csv: line 4: byte 0xAB is not valid UTF-8: feeds must be UTF-8 (was it saved as Latin-1 or Windows-1252?)',
+    );
+    const longRow = `ID;product;user;Menge;start_time\nA;CPU;u;1,5;t\nSUMME;1;;1,5\n\nB;CPU;${'u'.repeat(100)};2;t\n`;
+    await expectSameBySplit(csvAdapter, longRow, { fileName: 'g.csv', profile: GERMAN, maxRecordChars: 60 }, 1);
+  });
+
   it('reports an unterminated quote, a runaway record or a bad byte with the message of a whole read', async () => {
     await expectSameBySplit(csvAdapter, `${header}${rows(6)}\nU7,CPU,"open,1,t,x\nU8,CPU,u,1,t,x\n`, { fileName: 'f.csv' }, 2);
     await expectSameBySplit(csvAdapter, `${header}${rows(6)}\nU7,CPU,${'x'.repeat(300)},1,t,x\n`, { fileName: 'f.csv', maxRecordChars: 200 }, 2);
@@ -164,6 +175,44 @@ describe('splitting an XML feed', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('reports a second XML declaration inside a record as a whole read does, in the range that holds it', async () => {
+    // fuzz-ingest seed 20261121 case 33: chunked, this file once never finished.
+    const text = feed(6).replace('    <product>CPU</product>\n', '    <product>CPU</product>\n<?xml version="1.0" encoding="UTF-8"?>\n');
+    expect(await expectSameBySplit(xmlAdapter, text, { fileName: 'f.xml' }, 2)).toBeGreaterThan(1);
+    const later = feed(6).replace('<quantity>5</quantity>', '<quantity>5</quantity>\n<?xml version="1.0"?>');
+    expect(await expectSameBySplit(xmlAdapter, later, { fileName: 'f.xml' }, 2)).toBeGreaterThan(1);
+  });
+
+  it('reports bytes that are not UTF-8 in the root start tag as a FeedFileError naming the line, also to a later range that reads the tag itself', async () => {
+    const bytes = Buffer.from(feed(6).replace('partner="ACME"', 'partner="AC\u00ffME"'), 'latin1');
+    const message = 'f.xml: line 3: byte 0xFF is not valid UTF-8: feeds must be UTF-8 (was it saved as Latin-1 or Windows-1252?)';
+    expect(await expectSameBySplit(xmlAdapter, bytes, { fileName: 'f.xml' }, 2)).toBeGreaterThan(1);
+    expect((await readWhole(xmlAdapter, bytes, { fileName: 'f.xml' })).error).toBe(message);
+    // A worker given only the second range (the first is another worker's) reads the root tag itself.
+    const split = await xmlAdapter.split!(Readable.from([bytes]), { fileName: 'f.xml' }, 2);
+    const open = (start: number, end: number) => Readable.from([bytes.subarray(start, Math.min(end, bytes.length))]);
+    const part = { range: split.ranges[1]!, prefix: split.prefix, index: 1, last: false, nextLine: split.ranges[2]?.startLine };
+    const error = await (async () => {
+      try {
+        for await (const batch of xmlAdapter.readRange!(open, { fileName: 'f.xml' }, part)) void batch;
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(error).toBeInstanceOf(FeedFileError);
+    expect((error as FeedFileError).message).toBe(message);
+  });
+
+  it('reports what a whole read reports when a range ends inside markup the pre-pass read differently, or after the root', async () => {
+    // A close tag missing its ">" swallows the next tag for the pre-pass, which then cuts inside a record (fuzz case 2768).
+    const swallowed = feed(9).replace('<quantity>4</quantity>', '<quantity>4</quantity\n   ');
+    await expectSameBySplit(xmlAdapter, swallowed, { fileName: 'f.xml' }, 2);
+    // A start tag after the root's end tag is not a second root for the ranges after it (fuzz case 525).
+    const afterRoot = `${feed(5)}    <product>CPU</product>\n  <usage id="Z"><product>CPU</product></usage>\n`;
+    await expectSameBySplit(xmlAdapter, afterRoot, { fileName: 'f.xml' }, 1);
   });
 
   it('reports malformed XML in a later range with the line of a whole read', async () => {

@@ -7,13 +7,21 @@ export class InvalidUtf8Error extends Error {
     /** Offset in the chunk of the first byte that is not UTF-8, when it could be located. */
     readonly byteOffset: number | undefined,
     readonly atEnd = false,
+    /** The offending byte itself, when it could be located (it may have come in the chunk before). */
+    readonly byte?: number,
+    /**
+     * The text of the stream from where the decoder last returned up to the offending byte, which
+     * was never returned: the reader reads it first, so that a problem before the byte is the one
+     * reported, however the bytes were chunked.
+     */
+    readonly validText = '',
   ) {
     super(atEnd ? 'the file ends in the middle of a UTF-8 character' : `invalid UTF-8 text: ${UTF8_HINT}`);
   }
 
-  /** The message with the offending byte, which the chunk still holds. */
-  describe(chunk: Uint8Array | undefined): string {
-    const byte = this.byteOffset === undefined ? undefined : chunk?.[this.byteOffset];
+  /** The message with the offending byte, which the error or the chunk still holds. */
+  describe(chunk?: Uint8Array): string {
+    const byte = this.byte ?? (this.byteOffset === undefined ? undefined : chunk?.[this.byteOffset]);
     if (byte === undefined) return this.message;
     return `byte 0x${byte.toString(16).toUpperCase().padStart(2, '0')} is not valid UTF-8: ${UTF8_HINT}`;
   }
@@ -21,22 +29,31 @@ export class InvalidUtf8Error extends Error {
 
 /**
  * Decodes a feed's bytes as UTF-8 and refuses anything else: a Latin-1 "£" quietly replaced by U+FFFD
- * would corrupt an id or a description without anyone noticing.
+ * would corrupt an id or a description without anyone noticing. The error names the first offending
+ * byte and carries the good text before it, whatever the chunks: a character begun in one chunk and
+ * broken in the next is reported at its first byte, as it would be if the file came in one piece.
  */
 export class StrictUtf8Decoder {
   // fatal: throw instead of substituting U+FFFD. ignoreBOM stays false, so a leading BOM is dropped
   // and the first CSV header or the XML declaration still matches.
   private readonly decoder = new TextDecoder('utf-8', { fatal: true });
+  /** The bytes of a character the last chunk began and did not finish (the decoder holds them too). */
+  private pending: Uint8Array | undefined;
+  /** Whether any character has been decoded yet (a BOM is only dropped at the very start). */
+  private started = false;
 
   /** The text of the next chunk. A chunk that is already a string (setEncoding was called) passes through. */
   write(chunk: unknown): string {
     if (typeof chunk === 'string') return chunk;
     if (!(chunk instanceof Uint8Array)) throw new TypeError('a feed stream must yield Buffers or strings');
+    let text: string;
     try {
-      return this.decoder.decode(chunk, { stream: true });
+      text = this.decoder.decode(chunk, { stream: true });
     } catch {
-      throw new InvalidUtf8Error(firstInvalidUtf8Byte(chunk));
+      throw this.locate(chunk);
     }
+    this.follow(chunk);
+    return text;
   }
 
   end(): string {
@@ -46,16 +63,55 @@ export class StrictUtf8Decoder {
       throw new InvalidUtf8Error(undefined, true);
     }
   }
+
+  /** Keeps the unfinished character at the end of what has been decoded (at most three bytes). */
+  private follow(chunk: Uint8Array): void {
+    const data = this.pending !== undefined && chunk.length < 4 ? concatBytes(this.pending, chunk) : chunk;
+    const whole = completeLength(data);
+    if (whole > 0) this.started = true;
+    this.pending = whole < data.length ? data.slice(whole) : undefined;
+  }
+
+  /** The error for a chunk the decoder refused: where, which byte, and the good text before it. */
+  private locate(chunk: Uint8Array): InvalidUtf8Error {
+    const held = this.pending?.length ?? 0;
+    const data = this.pending === undefined ? chunk : concatBytes(this.pending, chunk);
+    const bad = firstInvalidUtf8Byte(data, true);
+    if (bad === undefined) return new InvalidUtf8Error(undefined);
+    // The pending bytes were never returned as text: the good text starts with them.
+    const validText = bad === 0 ? '' : new TextDecoder('utf-8', { ignoreBOM: this.started }).decode(data.subarray(0, bad));
+    return new InvalidUtf8Error(bad >= held ? bad - held : undefined, false, data[bad], validText);
+  }
+}
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a, 0);
+  joined.set(b, a.length);
+  return joined;
+}
+
+/** How many bytes of `data` (valid UTF-8 so far) are whole characters: all but a character cut off by its end. */
+export function completeLength(data: Uint8Array): number {
+  for (let back = 1; back <= 3 && back <= data.length; back += 1) {
+    const b = data[data.length - back]!;
+    if ((b & 0xc0) === 0x80) continue;
+    const size = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return size > back ? data.length - back : data.length;
+  }
+  return data.length;
 }
 
 /**
- * Where a chunk the decoder rejected goes wrong; undefined when the fault is in a character begun in the
- * previous chunk. Only called on the error path, so it favours being obviously correct over being fast.
+ * Where bytes the decoder rejected go wrong: the first byte of the first character that is not UTF-8.
+ * `atBoundary`: the bytes start at a character boundary; otherwise up to three leading continuation
+ * bytes are taken to finish a character begun before them, and a fault in that character is not
+ * located (undefined). Only called on the error path, so it favours being obviously correct over being fast.
  */
-export function firstInvalidUtf8Byte(bytes: Uint8Array): number | undefined {
+export function firstInvalidUtf8Byte(bytes: Uint8Array, atBoundary = false): number | undefined {
   let i = 0;
   // Up to three leading continuation bytes may finish a character the previous chunk began.
-  while (i < 3 && isContinuation(bytes[i])) i += 1;
+  if (!atBoundary) while (i < 3 && isContinuation(bytes[i])) i += 1;
   while (i < bytes.length) {
     const b = bytes[i] ?? 0;
     if (b < 0x80) {

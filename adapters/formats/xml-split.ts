@@ -46,6 +46,10 @@ class XmlSplitter {
   private readonly ranges: FeedRange[] = [{ startByte: 0, endByte: 0, firstRecord: 1, records: 0, startLine: 1 }];
   private prefix: FeedSplit['prefix'];
   private records = 0;
+  /** The root element has ended (or the pre-pass lost count of where it is): no more cuts. */
+  private rootEnded = false;
+  /** Bytes in the root element's name. */
+  private rootNameLength = 0;
   private carry: Buffer | undefined;
   /** Absolute offset of the current buffer's first byte. */
   private base = 0;
@@ -88,16 +92,20 @@ class XmlSplitter {
       if (next === SLASH) {
         this.depth -= 1;
         if (this.depth === 1) this.lastRecordEnd = this.base + end;
+        // The root has ended: anything after it is refused when read, wherever it is cut.
+        if (this.depth <= 0) this.rootEnded = true;
       } else if (next !== BANG && next !== QUESTION) {
         const selfClosing = buf[end - 2] === SLASH;
-        if (this.depth === 0) {
+        if (this.depth === 0 && this.prefix === undefined) {
           this.prefix = { startByte: this.base + lt, endByte: this.base + end };
+          this.rootNameLength = nameLength(buf, lt);
           this.lastRecordEnd = this.base + end;
-        } else if (this.depth === 1) {
+        } else if (this.depth === 1 && !this.rootEnded) {
           this.recordStarts(buf, lt);
           if (selfClosing) this.lastRecordEnd = this.base + end;
         }
         if (!selfClosing) this.depth += 1;
+        else if (this.depth === 0) this.rootEnded = true;
       }
       i = end;
     }
@@ -131,7 +139,12 @@ class XmlSplitter {
       let j = lt - 1;
       while (j >= 0 && (buf[j] === 0x20 || buf[j] === 0x09)) j -= 1;
       const lineStart = this.base + j + 1;
-      if (j >= 0 && (buf[j] === LF || buf[j] === CR) && lineStart - this.lastRecordEnd <= this.maxGap) {
+      // Everything between the last record and this one, up to the end of its name, as the whole file
+      // is measured against the record limit, plus the root's end tag that closes the range before:
+      // within the limit, so that neither part measures it differently from the whole (bytes are at
+      // least as many as characters).
+      const gap = this.base + lt + nameLength(buf, lt) + 2 - this.lastRecordEnd + this.rootNameLength + 3;
+      if (j >= 0 && (buf[j] === LF || buf[j] === CR) && gap <= this.maxGap) {
         this.countLines(buf, this.counted, j + 1);
         this.counted = j + 1;
         current.endByte = lineStart;
@@ -212,4 +225,15 @@ class XmlSplitter {
       } else this.afterCR = false;
     }
   }
+}
+
+/** Bytes in the name of the tag that starts at buf[lt] (the whole tag is in buf). */
+function nameLength(buf: Buffer, lt: number): number {
+  let i = lt + 1;
+  while (i < buf.length) {
+    const b = buf[i]!;
+    if (b === GT || b === SLASH || b === 0x20 || b === 0x09 || b === LF || b === CR) break;
+    i += 1;
+  }
+  return i - lt - 1;
 }

@@ -289,6 +289,57 @@ describe('xmlAdapter.read', () => {
   });
 });
 
+describe('xmlAdapter.read: the first problem in the file, however the bytes arrive', () => {
+  /** The rejection, read in one chunk and then a byte at a time: both must name the same problem. */
+  async function rejectionEitherWay(content: Buffer): Promise<string> {
+    const whole = await readError(content);
+    const bytes: Buffer[] = [];
+    for (let at = 0; at < content.length; at += 1) bytes.push(content.subarray(at, at + 1));
+    let pieces = 'no error';
+    try {
+      for await (const item of xmlAdapter.read(Readable.from(bytes), ctx)) void item;
+    } catch (error) {
+      pieces = (error as Error).message;
+    }
+    expect(pieces).toBe(whole);
+    return whole;
+  }
+
+  it('names an element not allowed on line 3 before a Latin-1 byte on line 9, even when both arrive in one chunk', async () => {
+    const content = Buffer.concat([
+      Buffer.from(`<usageFeed>\n${U1}\n<total>3</total>\n${U1.replace('U1', 'U2')}\n${U1.replace('U1', 'U3')}\n<usage id="U4">\n<product>CPU</product>\n<user>a</user>\n<description>`),
+      Buffer.from([0xa3]),
+      Buffer.from('5</description></usage>\n</usageFeed>\n'),
+    ]);
+    expect(await rejectionEitherWay(content)).toBe('feed.xml: line 3: unexpected element <total> in <usageFeed>: a feed holds only <usage> records');
+  });
+
+  it('names the first byte of a UTF-8 character that a later byte breaks, wherever the chunks end', async () => {
+    // E2 starts a three-byte character; "&" cannot continue it.
+    const content = Buffer.concat([Buffer.from('<usageFeed>\n<usage id="U1">\n<description>a'), Buffer.from([0xe2]), Buffer.from('&amp;</description></usage>\n</usageFeed>')]);
+    expect(await rejectionEitherWay(content)).toBe('feed.xml: line 3: byte 0xE2 is not valid UTF-8: feeds must be UTF-8 (was it saved as Latin-1 or Windows-1252?)');
+  });
+
+  it('names the line of a bad byte right after a CR line break (which saxes holds back) as in one piece', async () => {
+    const content = Buffer.concat([Buffer.from('<usageFeed>\r<usage id="U1">\r'), Buffer.from([0xa3]), Buffer.from('</usage></usageFeed>')]);
+    expect(await rejectionEitherWay(content)).toBe('feed.xml: line 3: byte 0xA3 is not valid UTF-8: feeds must be UTF-8 (was it saved as Latin-1 or Windows-1252?)');
+  });
+
+  it('names the place of text outside the root where the text ends, not where a chunk happened to end', async () => {
+    const content = Buffer.from(`<?xml version="1.0"?>\nstray text before the root\n<usageFeed>\n${U1}\n</usageFeed>\n`);
+    expect(await rejectionEitherWay(content)).toBe('feed.xml: line 3: not well-formed XML at column 1: text data outside of root node.');
+    expect(await rejectionEitherWay(Buffer.from(`<usageFeed>\n${U1}\n</usageFeed>\ntrailing &amp; text`))).toMatch(/^feed\.xml: line 4: not well-formed XML at column \d+: text data outside of root node\.$/);
+    expect(await rejectionEitherWay(Buffer.from(`<![CDATA[ ]]><usageFeed>\n${U1}\n</usageFeed>`))).toMatch(/^feed\.xml: line 1: not well-formed XML at column \d+: text data outside of root node\.$/);
+  });
+
+  it('refuses a NUL character, which XML 1.0 does not allow, written or as a reference, naming the line', async () => {
+    expect(await rejectionEitherWay(Buffer.from(`<usageFeed>\n<usage id="U1">\n<user>a\u0000b</user></usage>\n</usageFeed>`))).toBe(
+      'feed.xml: line 3: not well-formed XML at column 8: disallowed character.',
+    );
+    expect(await readError(`<usageFeed>\n<usage id="U1">\n<user>a&#0;b</user></usage>\n</usageFeed>`)).toBe('feed.xml: line 3: not well-formed XML at column 11: malformed character entity.');
+  });
+});
+
 describe('xmlAdapter.read: the record length limit (maxRecordChars)', () => {
   const limited = (maxRecordChars?: number) => ({ fileName: 'feed.xml', ...(maxRecordChars === undefined ? {} : { maxRecordChars }) });
 

@@ -6,6 +6,7 @@ import {
   FeedFileError,
   REQUIRED_FIELDS,
   type CanonicalField,
+  type ByteRange,
   type FeedAdapter,
   type FeedHeader,
   type FeedItem,
@@ -45,6 +46,8 @@ export const xmlAdapter: FeedAdapter = {
 const MAX_DEPTH = 32;
 // Names that would reach an object's prototype if anything downstream ever keyed an object by them.
 const FORBIDDEN_NAMES: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+/** What saxes says of text before or after the root element. */
+const TEXT_OUTSIDE_ROOT = 'text data outside of root node.';
 const UTF8_NAMES: ReadonlySet<string> = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii']);
 const OPTIONAL_FIELDS: ReadonlySet<CanonicalField> = new Set(CANONICAL_FIELDS.filter((f) => !REQUIRED_FIELDS.includes(f)));
 
@@ -75,6 +78,13 @@ interface Stretch {
   recordOffset: number;
   /** Whether the root start tag the stretch reads is the file's own: its control totals are yielded once, by that stretch. */
   ownRoot: boolean;
+  /**
+   * When the document goes on past the stretch: its own bytes again, then the rest of the file. If
+   * the stretch did not end where a record may follow (malformed markup the split pre-pass read
+   * differently), reading `after` fails where the file itself does not; the fault the file really
+   * has is then found by reading on into the rest of the file, as a reading of the whole file would.
+   */
+  readOn?: { stretch: () => Readable; rest: () => Readable; range: number };
 }
 
 const WHOLE_DOCUMENT: Stretch = { before: '', after: '', lineOffset: 0, recordOffset: 0, ownRoot: true };
@@ -86,20 +96,48 @@ async function* readXmlBatches(input: Readable, ctx: FeedReadContext, stretch: S
   // The walker queues the items of one chunk; they are handed out before the next chunk is read, so
   // memory stays at about a chunk's worth and the file is pulled only as fast as it is consumed.
   const items = walker.items;
+  let ownBytesRead = false;
   try {
     if (stretch.before !== '') walker.write(decoder, stretch.before);
     for await (const chunk of input as AsyncIterable<unknown>) {
       walker.write(decoder, chunk);
       if (items.length > 0) yield items.splice(0);
     }
+    ownBytesRead = true;
     if (stretch.after !== '') walker.write(decoder, stretch.after);
     walker.write(decoder, undefined);
   } catch (error) {
     // Records completed before a fault in the same chunk are sound; hand them out before the error.
     if (items.length > 0) yield items.splice(0);
+    if (ownBytesRead && stretch.readOn !== undefined && error instanceof FeedFileError) throw await faultReadingOn(ctx, stretch, stretch.readOn);
     throw error;
   }
   if (items.length > 0) yield items.splice(0);
+}
+
+/**
+ * The stretch read well but the end tag added after it did not: it ends inside markup. Reads it again
+ * and on into the rest of the file (its items are already out, and later ones are other stretches'),
+ * up to the fault the file has there.
+ */
+async function faultReadingOn(ctx: FeedReadContext, stretch: Stretch, readOn: NonNullable<Stretch['readOn']>): Promise<Error> {
+  const walker = new UsageFeedWalker(ctx.fileName, xmlLayoutOf(ctx.profile, ctx.fileName), 'read', ctx.maxRecordChars ?? DEFAULT_MAX_RECORD_CHARS, stretch);
+  const decoder = new StrictUtf8Decoder();
+  try {
+    if (stretch.before !== '') walker.write(decoder, stretch.before);
+    for (const input of [readOn.stretch(), readOn.rest()]) {
+      for await (const chunk of input as AsyncIterable<unknown>) {
+        walker.write(decoder, chunk);
+        walker.items.length = 0;
+      }
+    }
+    walker.write(decoder, undefined);
+  } catch (error) {
+    return error as Error;
+  }
+  // The file reads on without a fault: the pre-pass cut it where no record starts, which it never
+  // does in a well-formed file. Not the file's fault, so not a FeedFileError.
+  return new Error(`${ctx.fileName}: range ${readOn.range + 1} of the file's split does not end between records`);
 }
 
 /**
@@ -110,15 +148,12 @@ async function* readXmlBatches(input: Readable, ctx: FeedReadContext, stretch: S
  */
 async function* readXmlRange(open: (start: number, end: number) => Readable, ctx: FeedReadContext, part: RangeToRead): AsyncGenerator<FeedItem[]> {
   const { range, prefix } = part;
-  let rootTag = '';
-  if (prefix !== undefined && (part.index > 0 || !part.last)) {
-    const decoder = new StrictUtf8Decoder();
-    for await (const chunk of open(prefix.startByte, prefix.endByte) as AsyncIterable<unknown>) rootTag += decoder.write(chunk);
-    rootTag += decoder.end();
-  }
-  const rootName = /^<([^\s/>]+)/.exec(rootTag)?.[1];
-  if (part.index > 0 && rootName === undefined) throw new Error(`${ctx.fileName}: range ${part.index + 1} has no root start tag to read it with`);
   const first = part.index === 0;
+  const rootTag = prefix !== undefined && (!first || !part.last) ? await readRootTag(open, ctx, prefix, first) : '';
+  const rootName = /^<([^\s/>]+)/.exec(rootTag)?.[1];
+  if (!first && rootName === undefined) {
+    throw new FeedFileError(ctx.fileName, `line ${await lineAt(open, prefix?.startByte ?? 0)}: not well-formed XML: the root start tag has no name`);
+  }
   yield* readXmlBatches(open(range.startByte, range.endByte), ctx, {
     before: first ? '' : `${rootTag.replace(/\r\n?|\n/g, ' ')}\n`,
     after: part.last || rootName === undefined ? '' : `</${rootName}>`,
@@ -126,7 +161,42 @@ async function* readXmlRange(open: (start: number, end: number) => Readable, ctx
     lineOffset: first ? 0 : range.startLine - 2,
     recordOffset: range.firstRecord - 1,
     ownRoot: first,
+    ...(part.last
+      ? {}
+      : { readOn: { stretch: () => open(range.startByte, range.endByte), rest: () => open(range.endByte, Number.MAX_SAFE_INTEGER), range: part.index } }),
   });
+}
+
+/**
+ * The root start tag, as text. The first range holds it and reads it itself (only its name is
+ * needed, for the end tag, and only if the range reads well up to its end); a later range needs it
+ * whole, and a fault in it is reported as reading the file would report it, at its line.
+ */
+async function readRootTag(open: (start: number, end: number) => Readable, ctx: FeedReadContext, prefix: ByteRange, first: boolean): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const chunk of open(prefix.startByte, prefix.endByte) as AsyncIterable<Buffer | string>) parts.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  const bytes = Buffer.concat(parts);
+  if (first) return bytes.toString('utf8');
+  const decoder = new StrictUtf8Decoder();
+  try {
+    return decoder.write(bytes) + decoder.end();
+  } catch (error) {
+    if (!(error instanceof InvalidUtf8Error)) throw error;
+    const line = (await lineAt(open, prefix.startByte)) + countLineBreaks(error.validText);
+    throw new FeedFileError(ctx.fileName, `line ${line}: ${error.describe(bytes)}`);
+  }
+}
+
+/** The line the byte at `offset` is on (error path only: it reads the file up to there). */
+async function lineAt(open: (start: number, end: number) => Readable, offset: number): Promise<number> {
+  let line = 1;
+  let afterCR = false;
+  for await (const chunk of open(0, offset) as AsyncIterable<Buffer | string>) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    line += countByteLineBreaks(bytes, bytes.length, afterCR);
+    afterCR = bytes[bytes.length - 1] === 0x0d;
+  }
+  return line;
 }
 
 async function sniffXml(input: Readable, ctx: FeedReadContext): Promise<FeedHeader> {
@@ -196,6 +266,8 @@ class UsageFeedWalker {
    * it counts the last chunk twice (saxes 6 adds the chunk to chunkPosition but leaves `i` at its end).
    */
   private written = 0;
+  /** The last character handed to saxes was a CR, which saxes holds back until it sees the next one. */
+  private heldCR = false;
 
   constructor(
     private readonly fileName: string,
@@ -218,12 +290,19 @@ class UsageFeedWalker {
     parser.on('opentagstart', (tag) => this.onOpenTagStart(tag.name));
     parser.on('opentag', (tag) => this.onOpenTag(tag));
     parser.on('text', (text) => this.onText(text));
-    parser.on('cdata', (text) => this.onText(text));
+    parser.on('cdata', (text) => {
+      // Outside the root, CDATA is refused whatever it holds (saxes's own report of it is set aside with the text's).
+      if (this.depth === 0) throw this.fail(this.parser.line, `not well-formed XML at column ${Math.max(this.parser.column, 1)}: ${TEXT_OUTSIDE_ROOT}`);
+      this.onText(text);
+    });
     parser.on('closetag', () => this.onCloseTag());
     parser.on('error', (error) => {
       // saxes prefixes "line:column: "; we say it in words.
       const prefix = `${parser.line}:${parser.column}: `;
       const message = error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
+      // saxes says this wherever it stops looking at the text (the end of a chunk, an "&"), so the
+      // place would depend on the chunks: the text is refused where it ends instead (see onText).
+      if (message === TEXT_OUTSIDE_ROOT) return;
       // saxes's column is where the next character would go, which is the last one read, counting from 1.
       throw this.fail(parser.line, `not well-formed XML at column ${Math.max(parser.column, 1)}: ${message}`);
     });
@@ -236,10 +315,18 @@ class UsageFeedWalker {
       text = chunk === undefined ? decoder.end() : decoder.write(chunk);
     } catch (error) {
       if (!(error instanceof InvalidUtf8Error)) throw error;
-      const bytes = chunk instanceof Uint8Array ? chunk : undefined;
-      const before = bytes === undefined ? 0 : countByteLineBreaks(bytes, error.byteOffset ?? 0, false);
-      throw this.fail(this.parser.line + before, error.describe(bytes));
+      // The text before the offending byte is read first: a problem in it comes first in the file,
+      // and must be the one reported however the bytes were chunked.
+      this.writeText(error.validText);
+      // saxes holds a trailing CR back (it may start a CRLF): the byte is on the line after it.
+      throw this.fail(this.parser.line + (this.heldCR ? 1 : 0), error.describe(chunk instanceof Uint8Array ? chunk : undefined));
     }
+    this.writeText(text);
+    if (chunk === undefined) this.parser.close();
+  }
+
+  private writeText(text: string): void {
+    if (text.length === 0) return;
     // Never more at once than the open span may still grow by (plus one character to pass the limit),
     // so an overlong record is stopped right after its limit, not a chunk later. With the default limit
     // a 64 KiB chunk goes in whole.
@@ -248,10 +335,10 @@ class UsageFeedWalker {
       const end = Math.min(text.length, at + room);
       this.parser.write(at === 0 && end === text.length ? text : text.slice(at, end));
       this.written += end - at;
+      this.heldCR = text.charCodeAt(end - 1) === 0x0d;
       this.checkSpan(this.written);
       at = end;
     }
-    if (chunk === undefined) this.parser.close();
   }
 
   /** `position`: characters read so far. */
@@ -379,6 +466,9 @@ class UsageFeedWalker {
       if (text.trim() !== '') problem(current, record, `unexpected text ${JSON.stringify(text.trim().slice(0, 40))} in <${record}>`);
     } else if (this.depth === 1 && text.trim() !== '') {
       throw this.fail(this.parser.line, `unexpected text ${JSON.stringify(text.trim().slice(0, 40))} in <${root}>`);
+    } else if (this.depth === 0 && /[^ \t\r\n]/.test(text)) {
+      // Before or after the root element: refused where the text ends, as saxes does when it is read whole.
+      throw this.fail(this.parser.line, `not well-formed XML at column ${Math.max(this.parser.column, 1)}: ${TEXT_OUTSIDE_ROOT}`);
     }
   }
 

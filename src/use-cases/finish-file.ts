@@ -104,12 +104,21 @@ async function checkWholeFile(tx: Knex.Transaction, file: IngestingFile, profile
 }
 
 /**
+ * Text as PostgreSQL can store it: it refuses a NUL character in text (and in COPY), so one that a
+ * message or a raw value quotes from a feed is written as the escape \u0000 instead.
+ */
+export function safeText(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\\u0000') : text;
+}
+
+/**
  * Rejects the whole file in the caller's transaction (partner lock held exclusively): its usages
  * (none rated yet) are removed and the reason recorded, and rows that other files reported as
  * duplicates of those usages take their place. Returns the files that gained usages and must be
  * rated again.
  */
-export async function rejectFile(tx: Knex.Transaction, file: IngestingFile, error: string): Promise<number[]> {
+export async function rejectFile(tx: Knex.Transaction, file: IngestingFile, reason: string): Promise<number[]> {
+  const error = safeText(reason);
   await tx('usage_file_errors').where('file_id', file.id).delete();
   await tx('superseding_rows').where('file_id', file.id).delete();
   await tx('held_duplicate_rows').where('file_id', file.id).delete();

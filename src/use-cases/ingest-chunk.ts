@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
 import { adapterForFormat } from '../../adapters/formats/registry';
 import { FeedFileError, type FeedItem, type RangeToRead } from '../../adapters/formats/types';
 import { CopyWriter, copyNumber, copyText } from '../../adapters/db/copy-text';
-import { type ChunkRow, predecessorOf, prefixOf, rangeOf, releaseClaim, renewClaim } from '../../adapters/db/ingest-chunks';
+import { type ChunkRow, markRejecting, prefixOf, rangeOf, rejectingBefore, releaseClaim, renewClaim } from '../../adapters/db/ingest-chunks';
 import { loadPartnershipsOfCustomer, loadProducts } from '../../adapters/db/partnership-repository';
 import { locateStored, resolveInside } from '../../adapters/inbox/inbox-store';
 import { type Decimal, type DecimalParseResult, parseDecimal, toDecimalString } from '../core/decimal';
@@ -16,7 +16,7 @@ import type { UtcTimestamp } from '../core/period';
 import { type FieldError, type ValidationContext, checkUsage } from '../core/validate-usage';
 import type { Deps } from '../deps';
 import { PermanentError, RetryableError } from './errors';
-import { type ControlTotals, type Finish, type IngestingFile, lockPartnerIngest, markParsed, refusalOf, rejectFile } from './finish-file';
+import { type ControlTotals, type Finish, type IngestingFile, lockPartnerIngest, markParsed, refusalOf, rejectFile, safeText } from './finish-file';
 import { type Supersession, resolveSupersession } from './supersede';
 
 /**
@@ -36,7 +36,9 @@ import { type Supersession, resolveSupersession } from './supersede';
  * Waiting for the turn is waiting for the previous chunk's transaction to end, on a lock: if a later
  * chunk holds a usage id an earlier one needs (or any such cycle, across files too), PostgreSQL
  * sees the cycle and breaks it, and the chunk that lost starts again. After the last chunk, the
- * file is finished (or, for a whole-file error, rejected) in a transaction of its own.
+ * file is finished in a transaction of its own. A chunk that finds a whole-file error rejects the
+ * file when its turn comes, and says so while it waits (markRejecting): the chunks after it, whose
+ * turn will not come, let go of their transactions, and of the partner's lock the rejection needs.
  *
  * A crash anywhere before the commit loses only this chunk's work: its claim runs out and another
  * worker does it again. The commit checks, with the file row locked, that the chunk is still
@@ -46,8 +48,18 @@ import { type Supersession, resolveSupersession } from './supersede';
 // How far in the future a usage may start (clock skew between upstream and us) and how far back.
 const FUTURE_TOLERANCE = Temporal.Duration.from({ hours: 24 });
 const EARLIEST_START = Temporal.Instant.from('2000-01-01T00:00:00Z');
-/** The longest wait between two looks at whether the chunk before has committed. */
+/** The shortest and the longest wait between two looks at whether the chunk before has committed. */
+const MIN_TURN_POLL_MS = 5;
 const MAX_TURN_POLL_MS = 200;
+/**
+ * How many times a chunk whose transaction the database broke (to end a lock cycle) is tried again
+ * at once, keeping its claim, before it is let go. Keeping it matters: a later chunk waiting for this
+ * one would otherwise see it unclaimed and let go of its own chunk too, and the two would meet in the
+ * same cycle again when both are claimed anew, each time.
+ */
+const DEADLOCK_RETRIES = 3;
+/** How many times a transaction that takes the partner's ingest lock exclusively is tried again after the database broke a lock cycle with it. */
+const EXCLUSIVE_RETRIES = 10;
 
 export interface IngestContext extends ValidationContext {
   profile: FeedProfile;
@@ -114,7 +126,9 @@ export async function processChunk(deps: Deps, work: ChunkWork): Promise<ChunkRe
     );
   }, Math.max(50, Math.floor(leaseMs / 3)));
   try {
-    const result = await stageAndCommit(deps, work);
+    let outcome = await stageAndCommit(deps, work);
+    for (let retry = 1; outcome.kind === 'deadlocked' && retry <= DEADLOCK_RETRIES; retry += 1) outcome = await stageAndCommit(deps, work);
+    const result: ChunkResult = outcome.kind === 'deadlocked' ? { kind: 'stalled' } : outcome;
     if (result.kind !== 'committed') await releaseClaim(db, fileId, chunk.chunk, worker);
     return result;
   } catch (error) {
@@ -126,14 +140,20 @@ export async function processChunk(deps: Deps, work: ChunkWork): Promise<ChunkRe
   }
 }
 
+/**
+ * What one attempt at a chunk came to: a ChunkResult, or its transaction was broken by the database to
+ * end a lock cycle (tried again), or a chunk before it is rejecting the file (waited for, outside).
+ */
+type Attempt = ChunkResult | { kind: 'deadlocked' } | { kind: 'rejecting' };
+
 /** Thrown inside the chunk's transaction to roll it back and report an outcome that is not a failure. */
 class Abandon extends Error {
-  constructor(readonly result: ChunkResult) {
+  constructor(readonly result: Exclude<Attempt, { kind: 'deadlocked' }>) {
     super(result.kind);
   }
 }
 
-async function stageAndCommit(deps: Deps, work: ChunkWork): Promise<ChunkResult> {
+async function stageAndCommit(deps: Deps, work: ChunkWork): Promise<Exclude<Attempt, { kind: 'rejecting' }>> {
   const { db } = deps;
   const { file, chunk, chunks } = work;
   const open = await openStoredFile(deps, file);
@@ -179,9 +199,13 @@ async function stageAndCommit(deps: Deps, work: ChunkWork): Promise<ChunkResult>
     });
   } catch (error) {
     if (error instanceof Abandon && fileError !== undefined) return rejectInTurn(deps, work, fileError);
-    if (error instanceof Abandon) return error.result;
-    // The database broke a lock cycle by failing this transaction: let the chunk go and claim again.
-    if (isDeadlock(error)) return { kind: 'stalled' };
+    if (error instanceof Abandon) return error.result.kind === 'rejecting' ? untilRejectionSettles(deps, work) : error.result;
+    // The database broke a lock cycle by failing this transaction: try again (see DEADLOCK_RETRIES).
+    if (isDeadlock(error)) return { kind: 'deadlocked' };
+    // The file finished meanwhile (rejected for an earlier chunk's fault, its stored file moved away
+    // while this one was reading it): nothing is left to do, and nothing failed.
+    const now = await db('usage_files').where('id', file.id).first<{ status: string } | undefined>('status').catch(() => undefined);
+    if (now !== undefined && now.status !== 'parsing') return { kind: 'gone' };
     // A failure surfaces in file order, as it would if one worker read the file from start to end:
     // the chunks before this one commit first, and a retry resumes after them.
     await untilPredecessorSettles(deps, work);
@@ -219,7 +243,7 @@ export async function finishInOwnTransaction(deps: Deps, file: IngestingFile, pr
   const decided = await deps.db.transaction(async (tx): Promise<Finish | { kind: 'refused'; error: string } | undefined> => {
     if (!(await ready(tx))) return undefined;
     const refusal = await refusalOf(tx, file, profile);
-    return refusal === undefined ? markParsed(tx, file, supersession) : { kind: 'refused', error: refusal };
+    return refusal === undefined ? markParsed(tx, file, supersession) : { kind: 'refused', error: safeText(refusal) };
   });
   if (decided?.kind !== 'refused') return decided;
   for (let attempt = 1; ; attempt += 1) {
@@ -236,42 +260,68 @@ export async function finishInOwnTransaction(deps: Deps, file: IngestingFile, pr
 }
 
 /**
- * Outside any transaction, waits until the chunk before this one has committed, or nobody works on
- * it any more, or the file is no longer being parsed. Says which.
+ * After a failure, waits until the chunk before this one has committed, or nobody works on it any
+ * more, or the file is no longer being parsed. It waits in a transaction that holds this chunk's
+ * lock, as its own transaction did, so that a later chunk waiting for this one waits where the
+ * database sees it (see awaitPredecessor).
  */
-async function untilPredecessorSettles(deps: Deps, work: ChunkWork): Promise<'committed' | 'abandoned' | 'gone'> {
+async function untilPredecessorSettles(deps: Deps, work: ChunkWork): Promise<void> {
+  if (work.chunk.chunk === 1) return;
+  try {
+    await deps.db.transaction(async (tx) => {
+      await tx.raw('SELECT pg_advisory_xact_lock(hashtextextended(?, 0))', [chunkLockKey(work.file.id, work.chunk.chunk)]);
+      await awaitPredecessor(tx, work);
+    });
+  } catch (error) {
+    // Broken to end a lock cycle: stop waiting; the failure is reported all the same.
+    if (!isDeadlock(error)) throw error;
+  }
+}
+
+/**
+ * A chunk before this one is rejecting the file (see markRejecting): this one let go of its
+ * transaction, and with it the partner's lock the rejection needs, and waits, keeping its claim,
+ * until the file is rejected (gone) or the rejection is given up (let go, to be claimed again).
+ */
+async function untilRejectionSettles(deps: Deps, work: ChunkWork): Promise<ChunkResult> {
   const { file, chunk } = work;
-  for (let pause = 5; chunk.chunk > 1; pause = Math.min(pause * 2, MAX_TURN_POLL_MS)) {
-    const before = await predecessorOf(deps.db, Number(file.id), chunk.chunk);
-    if (before === undefined || before.status === 'committed') break;
+  for (let pause = MIN_TURN_POLL_MS; ; pause = Math.min(pause * 2, MAX_TURN_POLL_MS)) {
+    const rejecting = await rejectingBefore(deps.db, file.id, chunk.chunk);
     const row = await deps.db('usage_files').where('id', file.id).first<{ status: string }>('status');
-    if (row.status !== 'parsing' || work.stopped?.()) return 'gone';
-    if (!before.held) return 'abandoned';
+    if (row.status !== 'parsing' || work.stopped?.()) return { kind: 'gone' };
+    if (!rejecting) return { kind: 'stalled' };
     await sleep(pause);
   }
-  return 'committed';
 }
 
 /**
  * A whole-file error was found in this chunk: once every chunk before it has committed (an earlier
- * error would have rejected the file first), the file is rejected, in a transaction of its own.
+ * error would have rejected the file first), the file is rejected. One transaction does both: it
+ * says first that this chunk is rejecting the file (see markRejecting), so that the chunks after
+ * it stop holding the partner's lock while they wait for a turn that will not come, then waits for
+ * the chunks before it, then takes that lock exclusively and rejects the file.
  */
 async function rejectInTurn(deps: Deps, work: ChunkWork, fileError: FeedFileError): Promise<ChunkResult> {
   const { file, chunk } = work;
-  const before = await untilPredecessorSettles(deps, work);
-  if (before === 'gone') return { kind: 'gone' };
-  if (before === 'abandoned') return { kind: 'stalled' };
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return await deps.db.transaction(async (tx) => {
+      const outcome = await deps.db.transaction(async (tx): Promise<Exclude<Attempt, { kind: 'deadlocked' }>> => {
+        await markRejecting(tx, file.id, chunk.chunk);
+        const before = await awaitPredecessor(tx, work);
+        if (before === 'gone') return { kind: 'gone' };
+        if (before === 'abandoned') return { kind: 'stalled' };
+        if (before === 'rejecting') return { kind: 'rejecting' };
         await lockPartnerIngest(tx, file.partner_id, 'exclusive');
         const locked = await tx('usage_files').where('id', file.id).forNoKeyUpdate().first<{ status: string; chunks_committed: number }>('status', 'chunks_committed');
-        if (locked.status !== 'parsing' || locked.chunks_committed !== chunk.chunk - 1) return { kind: 'gone' } as const;
-        const error = fileError.message;
-        return { kind: 'committed', records: 0, finish: { kind: 'rejected', error, rerate: await rejectFile(tx, file, error) } } as const;
+        if (locked.status !== 'parsing' || locked.chunks_committed !== chunk.chunk - 1) return { kind: 'gone' };
+        const error = safeText(fileError.message);
+        return { kind: 'committed', records: 0, finish: { kind: 'rejected', error, rerate: await rejectFile(tx, file, error) } };
       });
+      // An earlier chunk is rejecting the file: it will be rejected for that chunk's fault, not this one's.
+      return outcome.kind === 'rejecting' ? untilRejectionSettles(deps, work) : outcome;
     } catch (error) {
-      if (!isDeadlock(error) || attempt >= 5) throw error;
+      if (!isDeadlock(error) || attempt >= EXCLUSIVE_RETRIES) throw error;
+      await sleep(MIN_TURN_POLL_MS * attempt);
     }
   }
 }
@@ -337,7 +387,7 @@ async function stage(
   const fileIdText = String(file.id);
   const addError = (record: number, line: number | null, e: { field: string | null; code: string; message: string; raw: string | null | undefined }) => {
     staged.errorLines.push(
-      `${fileIdText}\t${record}\t${copyNumber(line)}\t${copyText(e.field)}\t${copyText(e.code)}\t${copyText(e.message)}\t${copyText(e.raw?.slice(0, 1000))}\n`,
+      `${fileIdText}\t${record}\t${copyNumber(line)}\t${copyText(e.field)}\t${copyText(e.code)}\t${copyText(safeText(e.message))}\t${copyText(e.raw === null || e.raw === undefined ? null : safeText(e.raw.slice(0, 1000)))}\n`,
     );
   };
   const addFieldErrors = (record: number, line: number | null, errors: FieldError[]) => {
@@ -427,18 +477,40 @@ function copyTimestamp(t: UtcTimestamp): string {
 }
 
 /**
- * Waits until the chunk before this one has committed: waits for its transaction to end by taking
- * (and at once giving back) the lock it holds, on this transaction's own connection, so that the
- * database sees this wait and can break a cycle it is part of. Its worker may not have begun its
- * transaction yet: then this looks again shortly. If nobody holds that chunk any more (its worker
- * died or failed), this chunk is let go, so that the worker can take that one first.
+ * Waits, in the chunk's transaction, until the chunk before this one has committed. If nobody holds
+ * that chunk any more (its worker died or failed), this chunk is let go, so that the worker can take
+ * that one first; if the file stops being parsed, or a chunk before this one is rejecting it, this
+ * chunk's turn will not come, and it lets go of its transaction (and the partner's lock) at once.
  */
 async function waitForTurn(tx: Knex.Transaction, work: ChunkWork): Promise<void> {
+  const before = await awaitPredecessor(tx, work);
+  if (before === 'gone') throw new Abandon({ kind: 'gone' });
+  if (before === 'abandoned') throw new Abandon({ kind: 'stalled' });
+  if (before === 'rejecting') throw new Abandon({ kind: 'rejecting' });
+}
+
+/**
+ * In `tx`, waits until the chunk before this one has committed ('committed'), nobody holds it any more
+ * ('abandoned'), the file is no longer being parsed or this worker stops ('gone'), or a chunk before
+ * this one is rejecting the file ('rejecting'; see markRejecting).
+ *
+ * While the chunk before is in its transaction, this waits for that to end by taking (and at once
+ * giving back) the lock it holds, on this transaction's own connection, so that the database sees
+ * the wait and can break a cycle it is part of. Between its transactions (before its worker has begun
+ * one, or after the database broke one and it is tried again) it looks again shortly, and more
+ * often right after one ended, so as to be waiting again when the next begins: then, if the two meet
+ * in a lock cycle again, this one, the later, has waited longer, and is the one the database breaks.
+ */
+async function awaitPredecessor(tx: Knex.Transaction, work: ChunkWork): Promise<'committed' | 'abandoned' | 'gone' | 'rejecting'> {
   const { file, chunk } = work;
-  if (chunk.chunk === 1) return;
+  if (chunk.chunk === 1) return 'committed';
   const key = chunkLockKey(file.id, chunk.chunk - 1);
-  for (let pause = 5; ; pause = Math.min(pause * 2, MAX_TURN_POLL_MS)) {
-    await tx.raw('SELECT pg_advisory_lock_shared(hashtextextended(?, 0))', [key]);
+  for (let pause = MIN_TURN_POLL_MS; ; pause = Math.min(pause * 2, MAX_TURN_POLL_MS)) {
+    const { rows: probe } = await tx.raw<{ rows: Array<{ free: boolean }> }>('SELECT pg_try_advisory_lock_shared(hashtextextended(?, 0)) AS free', [key]);
+    if (probe[0]?.free !== true) {
+      await tx.raw('SELECT pg_advisory_lock_shared(hashtextextended(?, 0))', [key]);
+      pause = MIN_TURN_POLL_MS;
+    }
     await tx.raw('SELECT pg_advisory_unlock_shared(hashtextextended(?, 0))', [key]);
     const { rows } = await tx.raw<{ rows: Array<{ status: string; held: boolean; file_status: string }> }>(
       // clock_timestamp(): now() would be when this transaction began, and a claim would never run out.
@@ -447,9 +519,10 @@ async function waitForTurn(tx: Knex.Transaction, work: ChunkWork): Promise<void>
       [file.id, chunk.chunk - 1],
     );
     const before = rows[0];
-    if (before === undefined || before.status === 'committed') return;
-    if (before.file_status !== 'parsing' || work.stopped?.()) throw new Abandon({ kind: 'gone' });
-    if (!before.held) throw new Abandon({ kind: 'stalled' });
+    if (before === undefined || before.status === 'committed') return 'committed';
+    if (before.file_status !== 'parsing' || work.stopped?.()) return 'gone';
+    if (!before.held) return 'abandoned';
+    if (await rejectingBefore(tx, file.id, chunk.chunk)) return 'rejecting';
     await sleep(pause);
   }
 }

@@ -8,7 +8,7 @@ import { type ChunkRow, chunksOf, claimChunk, hasClaimableChunk, savePlan } from
 import { DEFAULT_FEED_PROFILE, type FeedProfile, feedProfileSchema } from '../core/feed-profile';
 import type { Deps } from '../deps';
 import { PermanentError } from './errors';
-import { type Finish, type IngestingFile, afterFinish, lockPartnerIngest, moveStoredFile, rejectFile } from './finish-file';
+import { type Finish, type IngestingFile, afterFinish, lockPartnerIngest, moveStoredFile, rejectFile, safeText } from './finish-file';
 import { type ChunkResult, finishInOwnTransaction, openStoredFile, processChunk } from './ingest-chunk';
 import { resolveSupersession } from './supersede';
 
@@ -292,13 +292,26 @@ async function queueHelpers(deps: Deps, fileId: number, chunks: readonly ChunkRo
   for (const c of pending) await deps.queues.enqueue('ingest-chunk', { fileId, chunk: c.chunk });
 }
 
-async function rejectBeforeReading(deps: Deps, file: IngestingFile, error: string): Promise<Extract<IngestOutcome, { kind: 'rejected' }>> {
-  const rerate = await deps.db.transaction(async (tx) => {
-    await lockPartnerIngest(tx, file.partner_id, 'exclusive');
-    const locked = await tx('usage_files').where('id', file.id).forNoKeyUpdate().first<{ status: string }>('status');
-    if (locked.status !== 'parsing') return undefined;
-    return rejectFile(tx, file, error);
-  });
+async function rejectBeforeReading(deps: Deps, file: IngestingFile, reason: string): Promise<Extract<IngestOutcome, { kind: 'rejected' }>> {
+  const error = safeText(reason);
+  const reject = () =>
+    deps.db.transaction(async (tx) => {
+      await lockPartnerIngest(tx, file.partner_id, 'exclusive');
+      const locked = await tx('usage_files').where('id', file.id).forNoKeyUpdate().first<{ status: string }>('status');
+      if (locked.status !== 'parsing') return undefined;
+      return rejectFile(tx, file, error);
+    });
+  let rerate: number[] | undefined;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      rerate = await reject();
+      break;
+    } catch (err) {
+      // The database broke a lock cycle with this transaction (the exclusive lock waits for chunks of other files): again.
+      if ((err as { code?: string } | null)?.code !== '40P01' || attempt >= 10) throw err;
+      await sleep(5 * attempt);
+    }
+  }
   if (rerate === undefined) {
     const outcome = await outcomeOf(deps, file);
     if (outcome.kind === 'rejected') return outcome;

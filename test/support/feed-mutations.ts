@@ -181,8 +181,13 @@ const OPERATORS: Operator[] = [
     }
     // CSV: an unterminated quote somewhere in a row.
     const lines = splitLines(b);
-    const i = rng.int(1, Math.max(1, lines.length - 1));
-    const line = lines[i]?.toString('latin1') ?? '';
+    if (lines.length < 2) {
+      // Nothing but a header (or nothing at all, after earlier mutations): the quote goes anywhere.
+      const at = rng.int(0, b.length);
+      return [Buffer.concat([b.subarray(0, at), Buffer.from('"'), b.subarray(at)]), `stray quote at byte ${at}`];
+    }
+    const i = rng.int(1, lines.length - 1);
+    const line = lines[i]!.toString('latin1');
     const at = rng.int(0, line.length);
     lines[i] = Buffer.from(`${line.slice(0, at)}"${line.slice(at)}`, 'latin1');
     return [Buffer.concat(lines), `stray quote in line ${i + 1} at ${at}`];
