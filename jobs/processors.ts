@@ -7,7 +7,7 @@ import { PermanentError } from '../src/use-cases/errors';
 import { ingestFile, ingestFileChunks } from '../src/use-cases/ingest-file';
 import { rateFile } from '../src/use-cases/rate-file';
 import { reconcile } from '../src/use-cases/reconcile';
-import { runBillingPeriod } from '../src/use-cases/run-billing-period';
+import { type BillingRunResult, type ScheduledRunRequest, requestScheduledRun, runBillingPeriod } from '../src/use-cases/run-billing-period';
 import { scanInbox } from '../src/use-cases/scan-inbox';
 import { type QueueName, queueCatalog } from './catalog';
 
@@ -39,7 +39,13 @@ export function createProcessors(base: Deps): Record<QueueName, Processor> {
     }),
     'ingest-chunk': (job, log) => permanentAsUnrecoverable(() => ingestFileChunks(withLog(log), parse('ingest-chunk', job).fileId)),
     'rate-file': (job, log) => permanentAsUnrecoverable(() => rateFile(withLog(log), parse('rate-file', job).fileId)),
-    'billing-run': (job, log) => permanentAsUnrecoverable(() => runBillingPeriod(withLog(log), parse('billing-run', job))),
+    'billing-run': (job, log) => permanentAsUnrecoverable((): Promise<ScheduledRunRequest | BillingRunResult> => {
+      const input = parse('billing-run', job);
+      // The monthly-close scheduler's job names neither run nor period: it records the run and hands
+      // it to a job that carries its id, the one the reconciler looks for (see requestScheduledRun).
+      if (input.billingRunId === undefined && input.period === undefined) return requestScheduledRun(withLog(log), input);
+      return runBillingPeriod(withLog(log), input);
+    }),
     'deliver-email': (job, log) => permanentAsUnrecoverable(() => {
       const { deliveryId } = parse('deliver-email', job);
       const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);

@@ -5,9 +5,11 @@ import { runFaultSuite } from './faults/suite';
 /**
  * The fault suite (`npm run test:faults`, test/faults/) in a size CI can afford: the whole pipeline
  * twice on generated data, once undisturbed and once while worker processes are SIGKILLed, the
- * suite's own PostgreSQL and Redis are restarted, Redis loses its data and the SMTP server defers
- * and refuses mail; the two runs must end the same. It runs its own servers on free ports, never the
- * shared ones. FAULTS_SEED replays a run; FAULTS_CI_USAGES and FAULTS_CI_KILLS change its size.
+ * suite's own PostgreSQL and Redis are restarted, Redis loses its data (no worker is restarted for
+ * that: the running ones must put their job schedulers back within 30 s) and the SMTP server
+ * defers and refuses mail; the two runs must end the same. It runs its own servers on free ports, never the
+ * shared ones. FAULTS_SEED replays a run; FAULTS_CI_USAGES and FAULTS_CI_KILLS change its size;
+ * FAULTS_KEEP=1 keeps its work directory (servers' data, worker logs, received mail).
  */
 
 const SEED = Number(process.env.FAULTS_SEED ?? randomSeed());
@@ -25,7 +27,7 @@ describe('nothing lost, nothing billed twice (the fault suite, short)', () => {
       kills: KILLS,
       workers: 2,
       chunkRows: 500,
-      keep: false,
+      keep: process.env.FAULTS_KEEP === '1',
       stallTimeoutMs: 10 * 60_000,
       log: (m) => lines.push(m),
     });

@@ -10,6 +10,7 @@ import { rateFile } from '../src/use-cases/rate-file';
 import { requestBillingRun, runBillingPeriod, scheduledRunKey } from '../src/use-cases/run-billing-period';
 import { deliverInvoice } from '../src/use-cases/deliver-invoice';
 import { RetryableError } from '../src/use-cases/errors';
+import { reconcile } from '../src/use-cases/reconcile';
 import { scanInbox } from '../src/use-cases/scan-inbox';
 import { type IssuedInvoice, dropSettled, importDemoPartnerships, ingestDemoFeeds, issueDemoInvoices } from './support/inbox-drops';
 import { findInvariantViolations } from './support/invariants';
@@ -119,7 +120,9 @@ describe('invoicing a period (cases 21 and 22)', () => {
  * The scheduled close of a period (the monthly-close scheduler's 'billing-run' job, which names no
  * run and no period) is one billing run per period, recorded under a unique request key in
  * PostgreSQL: the job retried after a fault, enqueued twice, or fired again on the next of its days
- * finds that run and carries it on instead of recording another.
+ * finds that run and carries it on instead of recording another. The scheduler's job does not run
+ * the run itself: it hands it to the run's own job, { billingRunId } under billing-run-<id>, the
+ * job the reconciler looks for.
  */
 describe('a scheduled billing run is recorded once per period', () => {
   const SCHEDULED = { requestedBy: 'scheduler' } as const; // the scheduler's job template (jobs/worker.ts)
@@ -150,15 +153,52 @@ describe('a scheduled billing run is recorded once per period', () => {
     const jobs = [await queue.add('billing-run', SCHEDULED), await queue.add('billing-run', SCHEDULED)];
     c.workers();
     for (const job of jobs) await expect.poll(() => queue.getJobState(job.id!), { timeout: 30_000 }).toBe('completed');
+    const [first] = await runsOf(c);
+    // Both firings handed the one run to its one job, which runs it.
+    const done = await Promise.all(jobs.map((j) => queue.getJob(j.id!)));
+    expect(done.map((j) => (j!.returnvalue as { billingRunId: number }).billingRunId)).toEqual([first!.id, first!.id]);
+    const runJobId = `billing-run-${first!.id}`;
+    await expect.poll(() => queue.getJobState(runJobId), { timeout: 30_000 }).toBe('completed');
 
     const runs = await runsOf(c);
-    expect(runs).toEqual([{ id: runs[0]!.id, period: DEMO_PERIOD, status: 'completed', request_key: `schedule:${DEMO_PERIOD}`, invoices_created: 2, error: null }]);
-    const done = await Promise.all(jobs.map((j) => queue.getJob(j.id!)));
-    expect(done.map((j) => (j!.returnvalue as { billingRunId: number }).billingRunId)).toEqual([runs[0]!.id, runs[0]!.id]);
-    // The fault did happen, and the job it hit was retried.
-    expect(done.flatMap((j) => j!.stacktrace ?? []).filter((s) => s.includes('simulated database fault during the scheduled run'))).toHaveLength(1);
+    expect(runs).toEqual([{ id: first!.id, period: DEMO_PERIOD, status: 'completed', request_key: `schedule:${DEMO_PERIOD}`, invoices_created: 2, error: null }]);
+    expect((await queue.getJobs(['completed', 'failed', 'waiting', 'active', 'delayed'])).map((j) => j.id).sort()).toEqual([...jobs.map((j) => j.id), runJobId].sort());
+    // The fault did happen, in the run's job, and that job was retried.
+    const runJob = await queue.getJob(runJobId);
+    expect(runJob!.data).toEqual({ billingRunId: first!.id, requestedBy: 'scheduler' });
+    expect((runJob!.stacktrace ?? []).filter((s) => s.includes('simulated database fault during the scheduled run'))).toHaveLength(1);
     const invoices = await c.deps.db('invoices').where('period', DEMO_PERIOD).orderBy('number').select<{ number: string; billing_run_id: string }[]>('number', 'billing_run_id');
     expect(invoices.map((i) => [i.number, Number(i.billing_run_id)])).toEqual([['INV-2026-000001', runs[0]!.id], ['INV-2026-000002', runs[0]!.id]]);
+  });
+
+  it('while the run of a scheduled job is running, the reconciler finds its job and enqueues no second one', { timeout: 60_000 }, async () => {
+    const c = await createTestContext({ clock: fixedClock('2026-11-02T06:00:00Z') });
+    contexts.push(c);
+    await importDemoPartnerships(c.deps);
+    await ingestDemoFeeds(c.deps);
+    const { db } = c.deps;
+    // The run stops at its first invoice: another transaction holds every partnership's row lock.
+    const blocker = await db.transaction();
+    try {
+      await blocker('partnerships').forUpdate().select('id');
+      const queue = c.deps.queues.get('billing-run');
+      const scheduled = await queue.add('billing-run', SCHEDULED);
+      c.workers();
+      await expect.poll(async () => (await runsOf(c)).map((r) => r.status), { timeout: 30_000 }).toEqual(['running']);
+      const [run] = await runsOf(c);
+      // Running, and waiting for the lock: in the middle of its work.
+      await expect.poll(async () => (await db.raw<{ rows: unknown[] }>(
+        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows.length, { timeout: 30_000 }).toBe(1);
+
+      expect(await reconcile(c.deps)).toMatchObject({ billingRunsQueued: 0, awaitingOperator: [] });
+      // One job that names the run, the scheduler's own job aside.
+      const jobs = await queue.getJobs(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed']);
+      expect(jobs.filter((j) => j.id !== scheduled.id).map((j): [string | undefined, unknown] => [j.id, j.data])).toEqual([[`billing-run-${run!.id}`, { billingRunId: run!.id, requestedBy: 'scheduler' }]]);
+    } finally {
+      await blocker.commit();
+    }
+    await expect.poll(async () => (await runsOf(c)).map((r) => r.status), { timeout: 30_000 }).toEqual(['completed']);
+    expect(await db('invoices').where('period', DEMO_PERIOD).count<{ count: string }[]>('* as count')).toEqual([{ count: '2' }]);
   });
 
   it('firings at once share the run; a firing on a later day carries it on for a partnership whose files were still in flight', async () => {

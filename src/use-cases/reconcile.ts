@@ -106,7 +106,9 @@ async function requeueFiles(deps: Deps, summary: ReconcileSummary): Promise<void
  * A billing run is a row in billing_runs from the moment it is requested ('queued'), and its job
  * carries { billingRunId }; running the same run again carries on where it stopped (see
  * runBillingPeriod). A 'queued' run past its grace period, or a 'running' one, whose job is gone is
- * enqueued again under its stable id.
+ * enqueued again under its stable id. The monthly-close scheduler's job names no run: it records
+ * its run and hands it to such a job (requestScheduledRun), so its run is recognised here too. A
+ * job added with a period and no run id (the demo's) still runs its new run itself, unseen here.
  */
 async function requeueBillingRuns(deps: Deps, summary: ReconcileSummary): Promise<void> {
   const runs = await deps.db('billing_runs')

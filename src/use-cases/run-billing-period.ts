@@ -59,16 +59,54 @@ export async function requestBillingRun(
   input: { period: string; requestedBy: string; requestKey?: string },
 ): Promise<{ billingRunId: number; created: boolean }> {
   const { billingRunId, created, status } = await recordRun(deps, input.period, input.requestedBy, input.requestKey);
-  if (!created && status === 'queued') {
-    // A finished job of the run may hold its stable id, and adding under a taken id does nothing:
-    // the run was carried on, so it needs a job that will run.
+  await enqueueRun(deps, billingRunId, !created && status === 'queued');
+  return { billingRunId, created };
+}
+
+/**
+ * Adds the run's job, { billingRunId } under its stable id billing-run-<id>: a no-op while that job
+ * is waiting or running. `carriedOn`: the run was recorded before and has been put back to queued,
+ * and a finished job of it may hold the stable id (adding under a taken id does nothing), so that
+ * job is removed first.
+ */
+async function enqueueRun(deps: Deps, billingRunId: number, carriedOn: boolean): Promise<void> {
+  if (carriedOn) {
     const queue = deps.queues.get('billing-run');
     const jobId = `billing-run-${billingRunId}`;
     const state = await queue.getJobState(jobId);
     if (state === 'completed' || state === 'failed') await queue.remove(jobId);
   }
   await deps.queues.enqueue('billing-run', { billingRunId });
-  return { billingRunId, created };
+}
+
+export interface ScheduledRunRequest {
+  billingRunId: number;
+  period: string;
+  /** Recorded by this request (the first firing for the period), not found under the period's request key. */
+  created: boolean;
+  /** The run's status after the request: 'queued' when it has work to do (its job was added), else as it stands. */
+  status: string;
+}
+
+/**
+ * What the monthly-close scheduler's job does (a 'billing-run' job naming no run and no period): it
+ * records the close of the month before (in UTC) under the period's request key, or finds the run
+ * already recorded and carries it on when it left work for a later day (see recordRun), and hands
+ * the run to its own job, { billingRunId } under billing-run-<id>. It does not run the run itself:
+ * the reconciler recognises a running run's job by its run id, and would otherwise enqueue a
+ * second job for a run this one was running; and firings at once, or retried, share that one job.
+ * A run finished with nothing left gets no job.
+ */
+export async function requestScheduledRun(deps: Deps, input: { requestedBy?: string } = {}): Promise<ScheduledRunRequest> {
+  const period = scheduledPeriod(deps.clock.now());
+  const { billingRunId, created, status } = await recordRun(deps, period, input.requestedBy ?? 'scheduler', scheduledRunKey(period));
+  if (status !== 'completed') await enqueueRun(deps, billingRunId, !created && status === 'queued');
+  return { billingRunId, period, created, status };
+}
+
+/** The period the scheduled close closes: the month before `now`'s, in UTC. */
+function scheduledPeriod(now: Temporal.Instant): string {
+  return previousPeriod(now.toZonedDateTimeISO('UTC').toPlainDate().toPlainYearMonth().toString());
 }
 
 /** The request key of the monthly scheduler's close of a period: one billing run per period, however often it is asked. */
@@ -182,14 +220,15 @@ export async function runBillingPeriod(
 }
 
 /**
- * The run of a job that names no run. With a period, a new run of that period. Without one it is
- * the scheduled close of the month before (in UTC), recorded once per period under its request key
- * however often the job runs: retried, enqueued twice, or fired again on the next of its days.
+ * The run of a call that names no run (the CLI, the demo's job, tests). With a period, a new run of
+ * that period. Without one it is the scheduled close of the month before (in UTC), recorded once
+ * per period under its request key however often it is called, and run here, in this call; the
+ * scheduler's job goes through requestScheduledRun instead, which gives the run a job of its own.
  */
 async function recordRequestedRun(deps: Deps, input: { period?: string; requestedBy?: string }, now: Temporal.Instant): Promise<number> {
   const requestedBy = input.requestedBy ?? 'scheduler';
   if (input.period !== undefined) return (await recordRun(deps, input.period, requestedBy)).billingRunId;
-  const period = previousPeriod(now.toZonedDateTimeISO('UTC').toPlainDate().toPlainYearMonth().toString());
+  const period = scheduledPeriod(now);
   return (await recordRun(deps, period, requestedBy, scheduledRunKey(period))).billingRunId;
 }
 

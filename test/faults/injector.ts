@@ -24,8 +24,6 @@ export type FaultAction =
 export interface PlannedFault {
   trigger: Trigger;
   action: FaultAction;
-  /** A fault that follows this one after a pause, whatever the progress (which may stop meanwhile). */
-  then?: { afterMs: number; action: FaultAction };
 }
 
 export interface PlanOptions {
@@ -33,15 +31,18 @@ export interface PlanOptions {
   workers: number;
 }
 
-/** At least `kills` SIGKILLs in all, a restart of each server, Redis losing its data twice, and the SMTP faults. */
+/**
+ * At least `kills` SIGKILLs of single workers at random moments (and every live worker at once when
+ * an email is accepted), a restart of each server, Redis losing its data three times, and the SMTP faults.
+ */
 export function planFaults(rng: Rng, opts: PlanOptions): PlannedFault[] {
   const plan: PlannedFault[] = [];
-  const ingest = (at: number, action: FaultAction, then?: PlannedFault['then']) =>
-    plan.push({ trigger: { phase: 'ingest', at, jitterMs: rng.int(0, 1500) }, action, ...(then ? { then } : {}) });
+  const ingest = (at: number, action: FaultAction) => plan.push({ trigger: { phase: 'ingest', at, jitterMs: rng.int(0, 1500) }, action });
   const billing = (afterMs: number, action: FaultAction) => plan.push({ trigger: { phase: 'billing', afterMs }, action });
 
-  // The kill at the moment an email is accepted takes every live worker down at once.
-  const singleKills = Math.max(2, opts.kills - opts.workers);
+  // The single kills alone reach `kills`: the kill at the moment an email is accepted takes down the
+  // workers alive then, which may be fewer than all of them (one may be waiting for its replacement).
+  const singleKills = Math.max(2, opts.kills);
   const billingKills = Math.max(1, Math.floor(singleKills * 0.2));
   const ingestKills = singleKills - billingKills;
   for (let i = 0; i < ingestKills; i += 1) ingest(rng.between(0, 0.97), { kind: 'kill-worker' });
@@ -49,16 +50,16 @@ export function planFaults(rng: Rng, opts: PlanOptions): PlannedFault[] {
 
   ingest(rng.between(0.2, 0.8), { kind: 'restart-postgres', mode: rng.pick(['fast', 'immediate'] as const), downMs: rng.int(1000, 4000) });
   ingest(rng.between(0.1, 0.9), { kind: 'restart-redis', mode: 'keep-data', downMs: rng.int(500, 3000) });
-  // Redis losing its data: the jobs, the schedulers, the locks. What brings the work back is the
-  // reconciler, which a worker runs when it starts; a running worker does not notice the loss (see
-  // the report), so each loss is followed by a worker kill a few seconds later, as progress may stop.
-  const followUp = () => ({ afterMs: rng.int(2000, 8000), action: { kind: 'kill-worker' } as const });
-  ingest(rng.between(0.15, 0.7), { kind: 'flush-redis' }, followUp());
-  const downMs = rng.int(500, 2000);
-  ingest(rng.between(0.2, 0.75), { kind: 'restart-redis', mode: 'lose-data', downMs }, { ...followUp(), afterMs: downMs + rng.int(2000, 8000) });
+  // Redis losing its data: the jobs, the schedulers (with the reconciler's), the locks. No worker is
+  // restarted for it: the running workers notice on their own (jobs/worker.ts keepRepeatingJobs: a
+  // periodic check, SCHEDULE_CHECK_EVERY_MS, finds a scheduler missing; a reconnect reconciles in any
+  // case), register the schedulers again and reconcile from PostgreSQL. The injector times that
+  // recovery and the report shows it. The random kills above may still land near a loss.
+  ingest(rng.between(0.15, 0.7), { kind: 'flush-redis' });
+  ingest(rng.between(0.2, 0.75), { kind: 'restart-redis', mode: 'lose-data', downMs: rng.int(500, 2000) });
 
   // The billing request is a billing_runs row, so losing its job to a flush loses nothing either.
-  plan.push({ trigger: { phase: 'billing', afterMs: rng.int(300, 3000) }, action: { kind: 'flush-redis' }, then: followUp() });
+  billing(rng.int(300, 3000), { kind: 'flush-redis' });
   billing(0, { kind: 'smtp-451', forMs: rng.int(4000, 12_000) });
   billing(0, { kind: 'kill-all-workers-at-next-accepted-email' });
   billing(rng.int(200, 2500), { kind: 'restart-postgres', mode: rng.pick(['fast', 'immediate'] as const), downMs: rng.int(500, 3000) });
@@ -94,15 +95,38 @@ export interface Injected {
   detail: string;
 }
 
+/** How the workers came back from one loss of Redis's data, with no worker restarted for it. */
+export interface Recovery {
+  /** 'FLUSHALL' or 'restart without persistence'. */
+  loss: string;
+  /** Since the start of the run, when Redis was serving again, empty. */
+  atMs: number;
+  /** From then until every job scheduler was registered again; undefined: not within RECOVERY_LIMIT_MS. */
+  backAfterMs?: number;
+  /** Workers running (past their start-up) at the loss. */
+  running: number[];
+  /** Workers still starting at the loss (only when they took more than 30 s): they register the schedulers as they start. */
+  starting: number[];
+  /** Those of the running ones that logged finding the schedulers missing, and put them back. */
+  noticedBy: number[];
+  /** Worker processes started meanwhile (replacements after a random kill), which register the schedulers as they start. */
+  startedMeanwhile: number[];
+}
+
+/** A loss whose schedulers are not back within this is a problem: the workers' schedule check runs every few seconds in the suite. */
+export const RECOVERY_LIMIT_MS = 30_000;
+
 /**
  * Carries out a plan against the run's servers, workers and mailbox. A killed worker is replaced
- * after a random pause, as a supervisor would.
+ * after a random pause, as a supervisor would. After Redis loses its data no worker is restarted:
+ * the injector watches for the running workers to register the job schedulers again.
  */
 export class FaultInjector {
   readonly injected: Injected[] = [];
+  private readonly watched: Array<{ loss: string; lostAt: number; servingAt: number; backAt?: number; running: number[]; starting: number[] }> = [];
   kills = 0;
   private readonly started = Date.now();
-  private readonly pending: Array<{ trigger: Trigger; action: FaultAction; then?: PlannedFault['then']; due?: number }>;
+  private readonly pending: Array<{ trigger: Trigger; action: FaultAction; due?: number }>;
   private readonly running: Promise<void>[] = [];
   private stopped = false;
   // Server faults run one after another: Redis cannot be flushed while it is down, nor restarted twice at once.
@@ -110,7 +134,16 @@ export class FaultInjector {
 
   constructor(
     plan: PlannedFault[],
-    private readonly env: { rng: Rng; pool: WorkerPool; postgres: OwnPostgres; redis: OwnRedis; mailbox: FaultMailbox; log: (m: string) => void },
+    private readonly env: {
+      rng: Rng;
+      pool: WorkerPool;
+      postgres: OwnPostgres;
+      redis: OwnRedis;
+      mailbox: FaultMailbox;
+      /** The ids of the job schedulers (jobs/worker.ts REPEATING_JOBS) not in Redis now. */
+      missingSchedulers: () => Promise<string[]>;
+      log: (m: string) => void;
+    },
   ) {
     this.pending = [...plan];
   }
@@ -137,7 +170,6 @@ export class FaultInjector {
       }
       if (fault.due !== undefined && now >= fault.due) {
         this.pending.splice(this.pending.indexOf(fault), 1);
-        if (fault.then) this.pending.push({ trigger: fault.trigger, action: fault.then.action, due: now + fault.then.afterMs });
         const where = t.phase === 'ingest' ? `${(progress.fraction * 100).toFixed(1)}% ingested+rated` : `billing phase`;
         const attempt = () => this.perform(fault.action, where).catch((err: unknown) => this.record(`FAILED to inject ${describeAction(fault.action)}`, (err as Error).message));
         const onServer = ['restart-postgres', 'restart-redis', 'flush-redis'].includes(fault.action.kind);
@@ -154,6 +186,70 @@ export class FaultInjector {
       const started = this.env.pool.refill();
       if (started.length > 0) this.env.log(`  [+${((Date.now() - this.started) / 1000).toFixed(1)}s] started worker(s) ${started.join(', ')}`);
     }));
+  }
+
+  /**
+   * Redis is made to lose its data only while every worker is past its start-up: a worker still
+   * starting (waiting for a server that is down, say) registers the schedulers as it starts, and
+   * would put them back without any running worker noticing the loss. Waits up to 30 s.
+   */
+  private async untilWorkersRunning(): Promise<void> {
+    const { pool } = this.env;
+    const since = Date.now();
+    while (pool.runningPids().length < pool.size && Date.now() - since < 30_000) await sleep(100);
+    const waited = Date.now() - since;
+    if (pool.runningPids().length < pool.size) this.record('workers still starting', `${pool.runningPids().length} of ${pool.size} running after ${(waited / 1000).toFixed(1)} s; losing Redis's data anyway`);
+    else if (waited >= 1000) this.record('waited for workers to finish starting', `${(waited / 1000).toFixed(1)} s`);
+  }
+
+  private workersNow(): { running: number[]; starting: number[] } {
+    const running = this.env.pool.runningPids();
+    return { running, starting: this.env.pool.livePids().filter((pid) => !running.includes(pid)) };
+  }
+
+  /**
+   * Watches, without holding up the faults that follow, for the job schedulers to be back after Redis
+   * lost its data at `lostAt`, with `atLoss` the live workers then, past their start-up or not.
+   */
+  private watchRecovery(loss: string, lostAt: number, atLoss: { running: number[]; starting: number[] }): void {
+    const { missingSchedulers } = this.env;
+    const watch: (typeof this.watched)[number] = { loss, lostAt, servingAt: Date.now(), ...atLoss };
+    this.watched.push(watch);
+    this.running.push((async () => {
+      // Not cut short by stop(): the run may end before the workers' next check, which is then awaited.
+      while (Date.now() - watch.servingAt < RECOVERY_LIMIT_MS) {
+        // A failing look is Redis or the connection busy for a moment: look again.
+        if ((await missingSchedulers().catch(() => ['?'])).length === 0) {
+          watch.backAt = Date.now();
+          break;
+        }
+        await sleep(100);
+      }
+      if (watch.backAt !== undefined) this.record('job schedulers back', `${((watch.backAt - watch.servingAt) / 1000).toFixed(1)} s after the ${loss}, no worker restarted for it`);
+      else this.record('job schedulers NOT back', `within ${RECOVERY_LIMIT_MS / 1000} s after the ${loss}`);
+    })());
+  }
+
+  /**
+   * How each loss was recovered from, read from the workers' logs (read at the end of the run, so
+   * that no line still in a pipe is missed): which running workers found the schedulers gone, and
+   * which workers were started meanwhile.
+   */
+  get recoveries(): Recovery[] {
+    const { pool } = this.env;
+    return this.watched.map((w) => {
+      const until = w.backAt ?? w.servingAt + RECOVERY_LIMIT_MS;
+      return {
+        loss: w.loss,
+        atMs: w.servingAt - this.started,
+        ...(w.backAt !== undefined ? { backAfterMs: w.backAt - w.servingAt } : {}),
+        running: w.running,
+        starting: w.starting,
+        // The line is written just before the schedulers are registered again; it reaches the pipe a moment later.
+        noticedBy: [...new Set(pool.noticedMissingSchedulers.filter((n) => n.at >= w.lostAt && n.at <= until + 2000 && w.running.includes(n.pid)).map((n) => n.pid))],
+        startedMeanwhile: pool.started.filter((s) => s.at >= w.lostAt && s.at <= until).map((s) => s.pid),
+      };
+    });
   }
 
   private async perform(action: FaultAction, where: string): Promise<void> {
@@ -174,15 +270,24 @@ export class FaultInjector {
         await postgres.restart(action.mode, action.downMs);
         this.record('PostgreSQL up', '');
         return;
-      case 'restart-redis':
+      case 'restart-redis': {
+        if (action.mode === 'lose-data') await this.untilWorkersRunning();
+        const downAt = Date.now();
+        const atLoss = this.workersNow();
         this.record('Redis down', `${action.mode === 'keep-data' ? 'SHUTDOWN SAVE (data kept)' : 'SIGKILL (data lost)'}, ${action.downMs} ms (${where})`);
         await redis.restart(action.mode, action.downMs);
+        if (action.mode === 'lose-data') this.watchRecovery('restart without persistence', downAt, atLoss);
         this.record('Redis up', `${await redis.dbSize()} keys`);
         return;
+      }
       case 'flush-redis': {
+        await this.untilWorkersRunning();
         const before = await redis.dbSize();
+        const flushedAt = Date.now();
+        const atLoss = this.workersNow();
         await redis.flushAll();
-        this.record('Redis FLUSHALL', `${before} keys lost (${where})`);
+        this.watchRecovery('FLUSHALL', flushedAt, atLoss);
+        this.record('Redis FLUSHALL', `${before} keys lost (${where}); no worker is restarted for it`);
         return;
       }
       case 'smtp-451':
@@ -205,11 +310,16 @@ export class FaultInjector {
     }
   }
 
-  /** Stops firing; waits for faults in progress (a server restart) to finish. */
+  /** Stops firing; waits for faults in progress (a server restart) and the recoveries being watched to finish. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.env.mailbox.whenAccepted(undefined);
-    await Promise.all(this.running);
+    // A fault in progress may start watching a recovery meanwhile.
+    for (let awaited = 0; awaited < this.running.length;) {
+      const batch = this.running.slice(awaited);
+      awaited = this.running.length;
+      await Promise.all(batch);
+    }
   }
 
   /** Planned faults of a phase not fired yet. */

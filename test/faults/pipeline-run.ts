@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Job } from 'bullmq';
 import { migrateLatest } from '../../adapters/db/database';
 import type { QueueName } from '../../jobs/catalog';
+import { REPEATING_JOBS } from '../../jobs/worker';
 import { loadConfig } from '../../src/config';
 import { closeDeps, createDeps, type Deps } from '../../src/deps';
 import { importPartnerships } from '../../src/use-cases/import-partnerships';
@@ -38,7 +39,8 @@ export interface RunOptions {
   chunkRows: number;
   workDir: string;
   cleanup: Cleanup;
-  injector?: (pool: WorkerPool) => FaultInjector;
+  /** `missingSchedulers` reads, on the harness's own connection, which job schedulers are not in Redis. */
+  injector?: (pool: WorkerPool, missingSchedulers: () => Promise<string[]>) => FaultInjector;
   /** Give up when nothing has moved for this long (after the operator step). */
   stallTimeoutMs: number;
   log: (message: string) => void;
@@ -56,6 +58,14 @@ export interface RunResult {
 
 const FILE_DONE = ['rated', 'failed'];
 
+/**
+ * SCHEDULE_CHECK_EVERY_MS of the suite's workers: how often each checks that its job schedulers are
+ * still in Redis (a minute by default). After Redis loses its data no worker is restarted: this
+ * check, or the reconnect after a restart, is what puts the schedulers back and reconciles, so it
+ * runs often enough for a short run.
+ */
+export const SCHEDULE_CHECK_EVERY_MS = 2000;
+
 export async function runPipeline(opts: RunOptions): Promise<RunResult> {
   const { dataset, log } = opts;
   const database = `faults_${opts.name}`;
@@ -68,10 +78,13 @@ export async function runPipeline(opts: RunOptions): Promise<RunResult> {
     INBOX_DIR: path.join(opts.workDir, 'inbox'),
     OUTBOX_DIR: path.join(opts.workDir, 'outbox'),
     QUEUE_PREFIX: `faults-${opts.name}`,
-    LOG_LEVEL: 'warn',
+    // Info: the report reads from each worker's log when its start-up is over ('workers started')
+    // and whether its schedule check found the schedulers gone after Redis lost its data.
+    LOG_LEVEL: 'info',
     INBOX_SCAN_EVERY_MS: '1000',
     INBOX_SETTLE_MS: '0',
     INGEST_CHUNK_ROWS: String(opts.chunkRows),
+    SCHEDULE_CHECK_EVERY_MS: String(SCHEDULE_CHECK_EVERY_MS),
     // An invoice's CSV lists its transactions: tens of thousands of rows for a big partnership.
     MAX_ATTACHMENT_BYTES: String(256 * 1024 ** 2),
   };
@@ -96,7 +109,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunResult> {
       const counts = await deps.queues.get('reconcile').getJobCounts('completed', 'failed');
       return (counts.completed ?? 0) + (counts.failed ?? 0) > 0;
     });
-    injector = opts.injector?.(pool);
+    injector = opts.injector?.(pool, () => missingSchedulers(deps));
     const progress: Progress = { phase: 'ingest', fraction: 0 };
     const ticker = setInterval(() => injector?.tick(progress), 100);
     try {
@@ -278,6 +291,12 @@ async function retryFailedWork(deps: Deps, billingRunId: number | undefined): Pr
     }
   }
   return retried;
+}
+
+async function missingSchedulers(deps: Deps): Promise<string[]> {
+  const missing: string[] = [];
+  for (const [queue, id] of REPEATING_JOBS) if (!(await deps.queues.get(queue).getJobScheduler(id))) missing.push(id);
+  return missing;
 }
 
 async function waitFor(what: string, timeoutMs: number, ok: () => Promise<boolean>): Promise<void> {

@@ -3,9 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { type Comparison, checkAgainstDataset, compareRuns } from './compare';
 import { closedPeriod, generateDataset } from './dataset';
-import { FaultInjector, describeAction, describeTrigger, planFaults } from './injector';
+import { FaultInjector, RECOVERY_LIMIT_MS, describeAction, describeTrigger, planFaults } from './injector';
 import { FaultMailbox } from './mailbox';
-import { type RunResult, runPipeline } from './pipeline-run';
+import { type RunResult, SCHEDULE_CHECK_EVERY_MS, runPipeline } from './pipeline-run';
 import { createRng } from './rng';
 import { Cleanup, OwnPostgres, OwnRedis } from './services';
 import { REPO_ROOT } from '../../bench/harness';
@@ -13,8 +13,9 @@ import { REPO_ROOT } from '../../bench/harness';
 /**
  * Nothing lost, nothing billed twice: the whole pipeline runs twice on the same generated data
  * (same seed), once undisturbed and once while workers are SIGKILLed, PostgreSQL and Redis are
- * restarted, Redis loses its data and the SMTP server defers and refuses mail; then the two
- * databases and mailboxes are compared. Both runs use the suite's own PostgreSQL and Redis.
+ * restarted, Redis loses its data (with no worker restarted for it: the running ones must put their
+ * job schedulers back, which the report times) and the SMTP server defers and refuses mail; then
+ * the two databases and mailboxes are compared. Both runs use the suite's own PostgreSQL and Redis.
  */
 
 export interface FaultSuiteOptions {
@@ -73,7 +74,7 @@ export async function runFaultSuite(opts: FaultSuiteOptions): Promise<FaultSuite
     const plan = planFaults(rng.fork('faults'), { kills: opts.kills, workers: opts.workers });
     log(`  fault plan (${plan.length} faults):`);
     for (const f of [...plan].sort((a, b) => order(a.trigger) - order(b.trigger))) {
-      log(`    ${describeTrigger(f.trigger)}: ${describeAction(f.action)}${f.then ? `, then after ${f.then.afterMs} ms: ${describeAction(f.then.action)}` : ''}`);
+      log(`    ${describeTrigger(f.trigger)}: ${describeAction(f.action)}`);
     }
 
     const sourceAtStart = await sourceFingerprint();
@@ -93,7 +94,7 @@ export async function runFaultSuite(opts: FaultSuiteOptions): Promise<FaultSuite
         stallTimeoutMs: opts.stallTimeoutMs,
         cleanup,
         log,
-        ...(disturbed ? { injector: (pool) => new FaultInjector(plan, { rng: rng.fork('injector'), pool, postgres, redis, mailbox, log }) } : {}),
+        ...(disturbed ? { injector: (pool, missingSchedulers) => new FaultInjector(plan, { rng: rng.fork('injector'), pool, postgres, redis, mailbox, missingSchedulers, log }) } : {}),
       });
     };
 
@@ -110,6 +111,15 @@ export async function runFaultSuite(opts: FaultSuiteOptions): Promise<FaultSuite
     report.problems.push(...comparison.differences);
     const kills = report.disturbed.injector?.kills ?? 0;
     if (kills < opts.kills) report.problems.push(`only ${kills} worker kills were injected, fewer than the ${opts.kills} asked for`);
+    // No worker is restarted after Redis loses its data: the running ones must put the schedulers back.
+    for (const r of report.disturbed.injector?.recoveries ?? []) {
+      const loss = `the ${r.loss} at +${(r.atMs / 1000).toFixed(1)} s`;
+      if (r.backAfterMs === undefined) report.problems.push(`the job schedulers were not back within ${RECOVERY_LIMIT_MS / 1000} s of ${loss}`);
+      // Only a worker starting up puts them back without saying so: with none, a running one must have noticed.
+      else if (r.noticedBy.length === 0 && r.startedMeanwhile.length === 0 && r.starting.length === 0) {
+        report.problems.push(`the job schedulers came back after ${loss}, but no running worker (${r.running.join(', ') || 'none'}) logged finding them missing`);
+      }
+    }
     for (const [name, r] of [['undisturbed', report.reference], ['disturbed', report.disturbed]] as const) {
       for (const e of r.unexpectedExits) report.problems.push(`${name} run: worker ${e.pid} exited on its own (${e.outcome}):\n      ${e.lastLines.join('\n      ')}`);
     }
@@ -167,6 +177,17 @@ function printReport(report: FaultSuiteReport, log: (m: string) => void): void {
     for (const i of d.injector.injected) byWhat.set(i.what, (byWhat.get(i.what) ?? 0) + 1);
     for (const [what, n] of byWhat) log(`  ${String(n).padStart(3)} x ${what}`);
     log(`  worker kills in all: ${d.injector.kills}; worker processes started: ${d.workerStarts}; billing_runs rows: ${d.billingRunJobs}`);
+    log(`  Redis data lost (no worker restarted for it: the running workers' schedule check, every ${SCHEDULE_CHECK_EVERY_MS / 1000} s, and their reconnect put the schedulers back and reconcile):`);
+    if (d.injector.recoveries.length === 0) log('    none');
+    for (const r of d.injector.recoveries) {
+      const back = r.backAfterMs === undefined ? `schedulers NOT back within ${RECOVERY_LIMIT_MS / 1000} s` : `schedulers back after ${(r.backAfterMs / 1000).toFixed(1)} s`;
+      const others = [
+        ...(r.starting.length > 0 ? [`worker(s) ${r.starting.join(', ')} still starting at the loss`] : []),
+        ...(r.startedMeanwhile.length > 0 ? [`worker(s) ${r.startedMeanwhile.join(', ')} started meanwhile (after a random kill)`] : []),
+      ];
+      log(`    ${r.loss} at +${(r.atMs / 1000).toFixed(1)} s: ${back}; workers running at the loss ${r.running.join(', ') || 'none'}, ` +
+        `of which found them missing and put them back: ${r.noticedBy.join(', ') || 'none'}${others.length > 0 ? `; ${others.join('; ')}` : ''}`);
+    }
     log(`  operator actions (retries of jobs that failed for good, unknown deliveries checked or resent): ${d.operatorRetries.length === 0 ? 'none' : ''}`);
     for (const r of d.operatorRetries) log(`    ${r}`);
   } else {

@@ -14,8 +14,8 @@ interface WorkerProcess {
   stop(graceMs: number): Promise<string>;
 }
 
-/** `node bin/billing.js worker`, its output appended to the run's worker log with its pid on each line. */
-function startWorker(env: Record<string, string>, log: WriteStream): WorkerProcess {
+/** `node bin/billing.js worker`, its output appended to the run's worker log with its pid on each line, and each line given to `onLine`. */
+function startWorker(env: Record<string, string>, log: WriteStream, onLine: (pid: number, line: string) => void): WorkerProcess {
   const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'billing.js'), 'worker'], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
@@ -24,16 +24,23 @@ function startWorker(env: Record<string, string>, log: WriteStream): WorkerProce
   if (child.pid === undefined) throw new Error('could not start a worker process');
   const pid = child.pid;
   const lines: string[] = [];
-  const collect = (chunk: string) => {
-    for (const line of chunk.split('\n')) {
-      if (!line.trim()) continue;
-      lines.push(line.length > 600 ? `${line.slice(0, 600)}...` : line);
-      log.write(`${pid} ${line}\n`);
-    }
+  const take = (line: string) => {
+    if (!line.trim()) return;
+    lines.push(line.length > 600 ? `${line.slice(0, 600)}...` : line);
     if (lines.length > 100) lines.splice(0, lines.length - 100);
+    log.write(`${pid} ${line}\n`);
+    onLine(pid, line);
   };
-  child.stdout.setEncoding('utf8').on('data', collect);
-  child.stderr.setEncoding('utf8').on('data', collect);
+  // A chunk may end in the middle of a line: the rest comes with the next one.
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = '';
+    stream.setEncoding('utf8').on('data', (chunk: string) => {
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop() ?? '';
+      for (const line of parts) take(line);
+    });
+    stream.on('end', () => take(partial));
+  }
   let done = false;
   const exited = new Promise<string>((resolve) => {
     child.on('exit', (code, signal) => {
@@ -64,6 +71,11 @@ export interface UnexpectedExit {
   lastLines: string[];
 }
 
+/** What a worker logs (jobs/worker.ts keepRepeatingJobs, at warn) when its check finds a job scheduler gone from Redis. */
+const SCHEDULERS_MISSING = 'repeating jobs are missing from Redis';
+/** What a worker logs (at info) once its BullMQ workers run; its job schedulers are registered a moment later. */
+const WORKERS_STARTED = '"msg":"workers started"';
+
 /**
  * `billing worker` child processes, the entry point an operator runs. The suite kills them with
  * SIGKILL and starts a replacement; an exit it did not cause is a crash, recorded (the worker must
@@ -75,6 +87,12 @@ export class WorkerPool {
   private stopping = false;
   readonly unexpectedExits: UnexpectedExit[] = [];
   starts = 0;
+  /** Every worker process started, and when (Date.now()). */
+  readonly started: Array<{ pid: number; at: number }> = [];
+  /** When a worker logged that it found a job scheduler missing from Redis (and registered them again). */
+  readonly noticedMissingSchedulers: Array<{ pid: number; at: number }> = [];
+  /** When each worker's start-up reached its BullMQ workers (after waiting for PostgreSQL and Redis if they were down). */
+  private readonly running = new Map<number, number>();
 
   private readonly logFile: WriteStream;
 
@@ -92,8 +110,12 @@ export class WorkerPool {
   }
 
   start(slot: number): WorkerProcess {
-    const worker = startWorker(this.env, this.logFile);
+    const worker = startWorker(this.env, this.logFile, (pid, line) => {
+      if (line.includes(SCHEDULERS_MISSING)) this.noticedMissingSchedulers.push({ pid, at: Date.now() });
+      if (line.includes(WORKERS_STARTED)) this.running.set(pid, Date.now());
+    });
     this.starts += 1;
+    this.started.push({ pid: worker.pid, at: Date.now() });
     this.slots[slot] = worker;
     void worker.exited.then((outcome) => {
       if (this.killedByUs.has(worker.pid) || this.stopping) return;
@@ -107,6 +129,16 @@ export class WorkerPool {
   /** Slots with a live worker. */
   live(): number[] {
     return this.slots.flatMap((w, i) => (w && !w.hasExited() ? [i] : []));
+  }
+
+  /** The pids of the live workers. */
+  livePids(): number[] {
+    return this.live().flatMap((slot) => this.slots[slot]?.pid ?? []);
+  }
+
+  /** The pids of the live workers past their start-up: running jobs, with their job schedulers registered or about to be. */
+  runningPids(): number[] {
+    return this.livePids().filter((pid) => this.running.has(pid));
   }
 
   pid(slot: number): number | undefined {
