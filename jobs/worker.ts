@@ -155,21 +155,32 @@ export interface RepeatingJobsKeeper {
  * `SCHEDULE_CHECK_EVERY_MS` this checks that each scheduler is still there and, if one is not,
  * registers them again and reconciles at once; and each time the Redis connection is ready again
  * after a drop it reconciles in any case, since even a restart that kept its snapshot may have lost
- * the jobs added after it. Every worker process runs one; registering and reconciling are safe to
- * do twice.
+ * the jobs added after it. A marker key written at start tells a loss apart even when BullMQ has
+ * already put a scheduler back by itself. Every worker process runs one; registering and
+ * reconciling are safe to do twice.
  */
 export async function keepRepeatingJobs(deps: Deps, opts: { checkEveryMs?: number } = {}): Promise<RepeatingJobsKeeper> {
   const log = deps.logger.child({ component: 'repeating-jobs' });
+  // A key that only goes when Redis loses its data. The schedulers alone cannot say so: BullMQ puts
+  // a scheduler back by itself when a worker takes one of its jobs that was in hand at the loss.
+  const onRedis = deps.queueStore.kind === 'redis';
+  const markerKey = `${deps.config.queuePrefix}:data-marker`;
+  const markData = async () => {
+    if (onRedis) await deps.redis.set(markerKey, new Date().toISOString(), 'NX');
+  };
   await scheduleRepeatingJobs(deps);
+  await markData();
   await deps.queues.enqueue('reconcile', {});
   const runCheck = async (reason: string, reconcileAnyway: boolean): Promise<boolean> => {
     const missing: string[] = [];
+    if (onRedis && (await deps.redis.exists(markerKey)) === 0) missing.push('data-marker');
     for (const [queue, id] of REPEATING_JOBS) {
       if (!(await deps.queues.get(queue).getJobScheduler(id))) missing.push(id);
     }
     if (missing.length > 0) {
       log.warn({ missing, reason }, 'repeating jobs are missing from Redis (its data was lost); registering them again and reconciling from PostgreSQL');
       await scheduleRepeatingJobs(deps);
+      await markData();
     } else if (reconcileAnyway) {
       log.info({ reason }, 'reconciling from PostgreSQL');
     }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../bench/harness';
-import { REPEATING_JOBS, keepRepeatingJobs } from '../jobs/worker';
+import { REPEATING_JOBS, keepRepeatingJobs, scheduleRepeatingJobs } from '../jobs/worker';
 import { moveInto, resolveInside, storedPath } from '../adapters/inbox/inbox-store';
 import { DEMO_DIR, DEMO_PERIOD, dropDemoFeeds } from '../src/cli/demo';
 import type { Deps } from '../src/deps';
@@ -323,6 +323,25 @@ describe('running workers put their schedulers back after Redis lost its data, w
     expect(lines.filter((l) => l.msg === 'workers started')).toHaveLength(1);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
+  });
+
+  it('FLUSHALL noticed by its marker even when every scheduler is already back (BullMQ re-adds one whose job a worker takes)', { timeout: 120_000 }, async () => {
+    const c = await privateWorld({ SCHEDULE_CHECK_EVERY_MS: '3600000', INBOX_SCAN_EVERY_MS: '3600000' });
+    const { deps } = c;
+    const keeper = await keepRepeatingJobs(deps);
+    try {
+      expect(await keeper.check('periodic check')).toBe(false);
+      await deps.redis.flushall();
+      // What BullMQ does when a worker takes a scheduler's job that was in hand at the loss.
+      await scheduleRepeatingJobs(deps);
+      expect(await schedulerIds(deps)).toEqual(['inbox-scan', 'reconcile', 'monthly-close']);
+      expect(await keeper.check('periodic check')).toBe(true);
+      expect(await deps.queues.get('reconcile').getJobCounts('waiting', 'prioritized')).toSatisfy((n: Record<string, number>) => (n.waiting ?? 0) + (n.prioritized ?? 0) >= 1);
+      // Marked again: the next check finds nothing lost.
+      expect(await keeper.check('periodic check')).toBe(false);
+    } finally {
+      keeper.stop();
+    }
   });
 
   it('Redis restarted without persistence: the reconnect alone puts the schedulers back and reconciles', { timeout: 120_000 }, async () => {
