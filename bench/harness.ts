@@ -387,15 +387,4 @@ export async function waitForWorkers(deps: Deps, workers: WorkerProcess[], signa
 }
 
 /** A free TCP port on this machine, for a process the benchmark starts. */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../test/faults/services';

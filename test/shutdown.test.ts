@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { type AddressInfo, createServer } from 'node:net';
 import path from 'node:path';
 import { QueueEvents } from 'bullmq';
 import type { Command } from 'commander';
@@ -8,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAMES } from '../jobs/catalog';
 import { buildCli } from '../src/cli/main';
 import { scanInbox } from '../src/use-cases/scan-inbox';
+import { freePort } from './faults/services';
 import { dropSettled, importDemoPartnerships, ingestDemoFeeds, issueDemoInvoices } from './support/inbox-drops';
 import { type TestContext, TEST_TOKEN, createTestContext } from './support/test-context';
 
@@ -203,15 +203,6 @@ describe('graceful shutdown of `billing worker`', () => {
     expect(['parsed', 'rated']).toContain(state.status);
   }, 240_000);
 });
-
-/** A port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** Polls a condition (a database fact the test cannot subscribe to) until it holds. */
 async function waitUntil(condition: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
