@@ -346,6 +346,23 @@ describe('the admin API', () => {
       expect(await ctx.deps.queues.get('rate-file').getJobCounts('failed', 'waiting')).toEqual({ failed: 0, waiting: 2 });
     });
 
+    it('answers requests that arrive together from one look at Redis', async () => {
+      const clientLists = async () => {
+        const stats = await ctx.deps.redis.info('commandstats');
+        return Number(/cmdstat_client\|list:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+      };
+      const before = await clientLists();
+      const answers = await Promise.all(Array.from({ length: 20 }, () => app.request('/queues', { headers: auth })));
+      const used = (await clientLists()) - before;
+      expect(answers.map((r) => r.status)).toEqual(Array.from({ length: 20 }, () => 200));
+      const bodies = await Promise.all(answers.map(async (r) => JSON.stringify(await r.json())));
+      expect(new Set(bodies).size).toBe(1);
+      // One look is one CLIENT LIST per queue; twenty separate looks would be twenty times that.
+      // (Other test files share this Redis, hence the margin.)
+      expect(used).toBeGreaterThanOrEqual(QUEUE_NAMES.length);
+      expect(used).toBeLessThan(QUEUE_NAMES.length * 10);
+    });
+
     it('pauses and resumes a queue, as GET /queues shows', async () => {
       const paused = await app.request('/queues/ingest-file/pause', { method: 'POST', headers: auth });
       expect(await paused.json()).toEqual({ queue: 'ingest-file', paused: true });
