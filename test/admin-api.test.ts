@@ -352,7 +352,7 @@ describe('the admin API', () => {
         return Number(/cmdstat_client\|list:calls=(\d+)/.exec(stats)?.[1] ?? 0);
       };
       const before = await clientLists();
-      const answers = await Promise.all(Array.from({ length: 20 }, () => app.request('/queues', { headers: auth })));
+      const answers = await Promise.all(Array.from({ length: 20 }, async () => app.request('/queues', { headers: auth })));
       const used = (await clientLists()) - before;
       expect(answers.map((r) => r.status)).toEqual(Array.from({ length: 20 }, () => 200));
       const bodies = await Promise.all(answers.map(async (r) => JSON.stringify(await r.json())));
