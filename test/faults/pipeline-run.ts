@@ -229,7 +229,11 @@ async function settle(
       lastChange = Date.now();
     }
     const quietMs = Date.now() - lastChange;
-    if (quietMs > 45_000 && (injector?.remaining ?? 0) === 0 && Date.now() - lastOperator > 45_000) {
+    // The operator steps in once the planned faults are spent, or sooner when the run has been quiet
+    // for long: faults planned for a later phase never come while the run waits on a job that
+    // failed for good (a job killed mid-way twice fails as stalled, case 25).
+    const operatorDue = (injector?.remaining ?? 0) === 0 ? quietMs > 45_000 : quietMs > 90_000;
+    if (operatorDue && Date.now() - lastOperator > 45_000) {
       lastOperator = Date.now();
       const retried = await retryFailedWork(deps, billingRunId).catch((err: unknown) => [`(operator step failed: ${(err as Error).message})`]);
       for (const r of retried) opts.log(`  [operator] ${r}`);
