@@ -2,7 +2,7 @@ import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Db } from '../adapters/db/database';
 import { FILE_STATUSES } from '../adapters/db/file-repository';
 import { JOB_STATES, type QueueStatus, type Queues, describeQueues } from '../jobs/queues';
-import { within } from './process';
+import { shareInFlight, within } from './process';
 
 /** What the workers report about each job they finish. */
 export interface JobTimings {
@@ -65,17 +65,11 @@ export async function readPipelineCounts(db: Db): Promise<PipelineCounts> {
 }
 
 /**
- * Shares one in-flight read between the gauges of a scrape: prom-client collects every metric at
- * once, and each of the gauges below reads from the same snapshot.
+ * One read per scrape, shared by every gauge of that source (prom-client collects them one after
+ * another); a source that fails or times out gives undefined, and its gauges stay empty.
  */
 function sharedRead<T>(read: () => Promise<T>): () => Promise<T | undefined> {
-  let pending: Promise<T | undefined> | undefined;
-  return () => {
-    pending ??= read()
-      .catch(() => undefined)
-      .finally(() => setImmediate(() => (pending = undefined)));
-    return pending;
-  };
+  return shareInFlight(() => read().catch(() => undefined), { keepUntilNextTurn: true });
 }
 
 /**

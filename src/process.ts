@@ -11,6 +11,27 @@ export function within<T>(ms: number, work: Promise<T>): Promise<T> {
   ]);
 }
 
+/**
+ * Calls that arrive while a read is under way share it instead of starting their own; once it has
+ * settled, the next call reads again. `keepUntilNextTurn` keeps a settled read for the rest of the
+ * event-loop turn, so callers awaited one after another in that turn (prom-client collecting each
+ * gauge of one scrape) still share it. A read that may hang should carry its own timeout (within).
+ */
+export function shareInFlight<T>(read: () => Promise<T>, opts: { keepUntilNextTurn?: boolean } = {}): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => {
+    if (pending) return pending;
+    const mine = read();
+    pending = mine;
+    const release = () => {
+      if (pending === mine) pending = undefined;
+    };
+    const settled = () => (opts.keepUntilNextTurn ? setImmediate(release) : release());
+    mine.then(settled, settled);
+    return mine;
+  };
+}
+
 export interface MigrationState {
   /** Migrations this code lists (adapters/db/migrations/index.ts) that the database has not run. */
   pending: string[];

@@ -2,7 +2,8 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Job, Queue } from 'bullmq';
 import type { Context } from 'hono';
 import { QUEUE_NAMES, type QueueName } from '../../../jobs/catalog';
-import { JOB_STATES, type QueueStatus, describeQueues, findQueueName, payloadIds } from '../../../jobs/queues';
+import { JOB_STATES, describeQueues, findQueueName, payloadIds } from '../../../jobs/queues';
+import { shareInFlight } from '../../process';
 import { type ApiDeps, ErrorSchema, Paging, errorResponse, newRouter, within } from '../common';
 
 /** Redis answers in milliseconds; past this the answer is 503 rather than a hanging request. */
@@ -155,25 +156,12 @@ export function queueRoutes(deps: ApiDeps) {
   const known = (name: string): QueueName | undefined => findQueueName(name);
   // Requests that arrive while a look at the queues is under way share it: a dashboard polling from
   // many tabs (or 200 requests a second) costs Redis one round of counts and CLIENT LISTs at a time,
-  // not one per request. Nothing is kept once it is answered, so a request never reads an answer
-  // older than itself by more than the look in flight; a look that hangs is let go after the timeout.
-  let shared: { at: number; look: Promise<QueueStatus[]> } | undefined;
-  const lookAtQueues = (): Promise<QueueStatus[]> => {
-    const now = Date.now();
-    if (shared && now - shared.at < REDIS_TIMEOUT_MS) return shared.look;
-    const look = describeQueues(deps.queues, now);
-    const mine = { at: now, look };
-    shared = mine;
-    const release = () => {
-      if (shared === mine) shared = undefined;
-    };
-    look.then(release, release);
-    return look;
-  };
+  // not one per request. Nothing is kept once it is answered, and a look that hangs ends at the timeout.
+  const lookAtQueues = shareInFlight(() => within(REDIS_TIMEOUT_MS, describeQueues(deps.queues, Date.now())));
   return newRouter()
     .openapi(listQueues, async (c) => {
       try {
-        const queues = await within(REDIS_TIMEOUT_MS, lookAtQueues());
+        const queues = await lookAtQueues();
         return c.json({ prefix: deps.queues.prefix, queues }, 200);
       } catch (err) {
         return redisUnavailable(c, err);
