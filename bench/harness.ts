@@ -303,7 +303,11 @@ export function startWorker(env: Record<string, string>, opts: { cpuProfDir?: st
 }
 
 /** `node bin/billing.js <command>` (worker or api) in its own process, with its output kept. */
-export function startEngine(command: 'worker' | 'api', env: Record<string, string>, opts: { cpuProfDir?: string } = {}): WorkerProcess {
+export function startEngine(
+  command: 'worker' | 'api',
+  env: Record<string, string>,
+  opts: { cpuProfDir?: string; onLine?: (line: string) => void } = {},
+): WorkerProcess {
   const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin', 'billing.js'), command], {
     cwd: REPO_ROOT,
@@ -312,12 +316,22 @@ export function startEngine(command: 'worker' | 'api', env: Record<string, strin
   });
   if (child.pid === undefined) throw new Error(`could not start the ${command} process`);
   const lines: string[] = [];
-  const collect = (chunk: string) => {
-    for (const line of chunk.split('\n')) if (line.trim()) lines.push(line.length > 400 ? `${line.slice(0, 400)}...` : line);
+  const take = (line: string) => {
+    if (!line.trim()) return;
+    lines.push(line.length > 400 ? `${line.slice(0, 400)}...` : line);
     if (lines.length > 200) lines.splice(0, lines.length - 200);
+    opts.onLine?.(line);
   };
-  child.stdout?.setEncoding('utf8').on('data', collect);
-  child.stderr?.setEncoding('utf8').on('data', collect);
+  // A chunk may end in the middle of a line: the rest comes with the next one.
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = '';
+    stream?.setEncoding('utf8').on('data', (chunk: string) => {
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop() ?? '';
+      for (const line of parts) take(line);
+    });
+    stream?.on('end', () => take(partial));
+  }
   let done = false;
   const exited = new Promise<string>((resolve) => {
     child.on('exit', (code, signal) => {

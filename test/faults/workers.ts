@@ -1,68 +1,21 @@
-import { spawn } from 'node:child_process';
 import { type WriteStream, createWriteStream } from 'node:fs';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { REPO_ROOT } from '../../bench/harness';
+import { type WorkerProcess, startEngine } from '../../bench/harness';
 
-interface WorkerProcess {
-  pid: number;
-  exited: Promise<string>;
-  hasExited(): boolean;
-  /** The last lines it wrote. */
-  output(): string[];
-  /** SIGTERM, then SIGKILL after `graceMs`. */
-  stop(graceMs: number): Promise<string>;
-}
-
-/** `node bin/billing.js worker`, its output appended to the run's worker log with its pid on each line, and each line given to `onLine`. */
+/**
+ * `node bin/billing.js worker` (the benchmarks' startEngine), its output appended to the run's
+ * worker log with its pid on each line, and each line given to `onLine`.
+ */
 function startWorker(env: Record<string, string>, log: WriteStream, onLine: (pid: number, line: string) => void): WorkerProcess {
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'billing.js'), 'worker'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  if (child.pid === undefined) throw new Error('could not start a worker process');
-  const pid = child.pid;
-  const lines: string[] = [];
-  const take = (line: string) => {
-    if (!line.trim()) return;
-    lines.push(line.length > 600 ? `${line.slice(0, 600)}...` : line);
-    if (lines.length > 100) lines.splice(0, lines.length - 100);
-    log.write(`${pid} ${line}\n`);
-    onLine(pid, line);
-  };
-  // A chunk may end in the middle of a line: the rest comes with the next one.
-  for (const stream of [child.stdout, child.stderr]) {
-    let partial = '';
-    stream.setEncoding('utf8').on('data', (chunk: string) => {
-      const parts = (partial + chunk).split('\n');
-      partial = parts.pop() ?? '';
-      for (const line of parts) take(line);
-    });
-    stream.on('end', () => take(partial));
-  }
-  let done = false;
-  const exited = new Promise<string>((resolve) => {
-    child.on('exit', (code, signal) => {
-      done = true;
-      log.write(`${pid} -- exited: ${signal ? `signal ${signal}` : `code ${code}`}\n`);
-      resolve(signal ? `signal ${signal}` : `code ${code}`);
-    });
-  });
-  return {
-    pid,
-    exited,
-    hasExited: () => done,
-    output: () => [...lines],
-    async stop(graceMs) {
-      if (done) return exited;
-      child.kill('SIGTERM');
-      const outcome = await Promise.race([exited, sleep(graceMs, 'timeout' as const, { ref: false })]);
-      if (outcome !== 'timeout') return outcome;
-      child.kill('SIGKILL');
-      return `${await exited} (did not stop within ${graceMs} ms of SIGTERM)`;
+  let pid = 0;
+  const worker = startEngine('worker', env, {
+    onLine: (line) => {
+      log.write(`${pid} ${line}\n`);
+      onLine(pid, line);
     },
-  };
+  });
+  pid = worker.pid;
+  void worker.exited.then((outcome) => log.write(`${pid} -- exited: ${outcome}\n`));
+  return worker;
 }
 
 export interface UnexpectedExit {
